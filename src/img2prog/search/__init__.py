@@ -1,0 +1,1 @@
+"""img2prog.search."""
