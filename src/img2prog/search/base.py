@@ -57,3 +57,7 @@ class SearchResult:
     candidates_tried: int = 0  # programs rendered/scored
     seconds: float = 0.0
     candidates: Sequence[Candidate] = field(default_factory=tuple)  # what the proposer returned
+    # Added by img2prog.search (defaults keep older constructors valid):
+    iou: float | None = None  # exact IoU of the chosen program with the target
+    samples: int = 0  # programs sampled from the proposer (greedy decodes not counted)
+    refine_steps: int = 0  # edits accepted by refinement

@@ -3,12 +3,15 @@
 Nodes validate themselves on construction, so an AST built in code is as trustworthy as one
 produced by the parser: a ``Circle(99, 0, 0)`` raises :class:`ProgramError` instead of
 rendering something the language cannot express. ``str(node)`` is the canonical text.
+
+Nodes are hashable by structure and cache their hash at construction (children are built
+first, so hashing is O(number of operands), never a walk of the subtree). Geometry memos in
+the renderer and in search key on nodes, so hashing is on the hot path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union as _TypingUnion
 
 from img2prog.lang.errors import ProgramError
 
@@ -23,40 +26,74 @@ def _check_int(name: str, value: object, hi: int) -> None:
         raise ProgramError(f"{name} must be an integer in 0..{hi}, got {value!r}")
 
 
+class _Node:
+    """Base of all nodes: one extra slot holding the structural hash.
+
+    The slot is not a dataclass field, so ``fields``/``asdict``/``repr``/``==`` ignore it.
+    Pickling goes through the constructor (``__reduce__``), which re-validates the node and
+    recomputes the hash in the receiving process.
+    """
+
+    __slots__ = ("_hash",)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
 @dataclass(frozen=True, slots=True)
-class Empty:
+class Empty(_Node):
     """The empty program: a blank (all-white) canvas. Only valid as a whole program."""
+
+    __hash__ = _Node.__hash__
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(()))
+
+    def __reduce__(self):
+        return (Empty, ())
 
     def __str__(self) -> str:
         return ""
 
 
 @dataclass(frozen=True, slots=True)
-class Circle:
+class Circle(_Node):
     r: int
     x: int
     y: int
 
+    __hash__ = _Node.__hash__
+
     def __post_init__(self) -> None:
         for name in ("r", "x", "y"):
             _check_int(f"Circle {name}", getattr(self, name), COORD_MAX)
+        object.__setattr__(self, "_hash", hash((1, self.r, self.x, self.y)))
+
+    def __reduce__(self):
+        return (Circle, (self.r, self.x, self.y))
 
     def __str__(self) -> str:
         return f"(Circle {self.r} {self.x} {self.y})"
 
 
 @dataclass(frozen=True, slots=True)
-class Quad:
+class Quad(_Node):
     x: int
     y: int
     w: int
     h: int
     angle: int
 
+    __hash__ = _Node.__hash__
+
     def __post_init__(self) -> None:
         for name in ("x", "y", "w", "h"):
             _check_int(f"Quad {name}", getattr(self, name), COORD_MAX)
         _check_int("Quad angle", self.angle, ANGLE_MAX)
+        object.__setattr__(self, "_hash", hash((2, self.x, self.y, self.w, self.h, self.angle)))
+
+    def __reduce__(self):
+        return (Quad, (self.x, self.y, self.w, self.h, self.angle))
 
     def __str__(self) -> str:
         return f"(Quad {self.x} {self.y} {self.w} {self.h} {self.angle})"
@@ -73,35 +110,47 @@ def _check_operands(op: str, operands: object) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Union:
+class Union(_Node):
     """``(+ a b c ...)``: union folded left to right."""
 
     operands: tuple[Shape, ...]
 
+    __hash__ = _Node.__hash__
+
     def __post_init__(self) -> None:
         _check_operands("+", self.operands)
+        object.__setattr__(self, "_hash", hash((3, self.operands)))
+
+    def __reduce__(self):
+        return (Union, (self.operands,))
 
     def __str__(self) -> str:
         return "(+ " + " ".join(map(str, self.operands)) + ")"
 
 
 @dataclass(frozen=True, slots=True)
-class Difference:
+class Difference(_Node):
     """``(- a b c ...)``: difference folded left to right, ``(a - b) - c``."""
 
     operands: tuple[Shape, ...]
 
+    __hash__ = _Node.__hash__
+
     def __post_init__(self) -> None:
         _check_operands("-", self.operands)
+        object.__setattr__(self, "_hash", hash((4, self.operands)))
+
+    def __reduce__(self):
+        return (Difference, (self.operands,))
 
     def __str__(self) -> str:
         return "(- " + " ".join(map(str, self.operands)) + ")"
 
 
-Shape = _TypingUnion[Circle, Quad, Union, Difference]
-Program = _TypingUnion[Empty, Circle, Quad, Union, Difference]
-Primitive = _TypingUnion[Circle, Quad]
-Operation = _TypingUnion[Union, Difference]
+Shape = Circle | Quad | Union | Difference
+Program = Empty | Circle | Quad | Union | Difference
+Primitive = Circle | Quad
+Operation = Union | Difference
 
 EMPTY = Empty()
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
 from img2prog.lang.base import Language, Tokenizer, register
-from img2prog.lang.csg2d import ast, rendering as _render, tokens
+from img2prog.lang.csg2d import ast, tokens
+from img2prog.lang.csg2d import rendering as _render
 from img2prog.lang.csg2d.parser import parse
 from img2prog.lang.errors import ProgramError
 
@@ -29,8 +30,7 @@ class Csg2d(Language):
     def render_batch(
         self, programs: Iterable, size: int | None = None, workers: int | None = None
     ) -> tuple[np.ndarray, list[ProgramError | None]]:
-        gray, errors = _render.render_batch(programs, size or self.image_size, workers=workers)
-        return _render.gray_to_rgb(gray), errors
+        return _render.render_batch_rgb(programs, size or self.image_size, workers=workers)
 
     @property
     def tokenizer(self) -> Tokenizer:

@@ -5,13 +5,27 @@ Two paths:
 - :func:`render_reference` is the SPEC recipe written out plainly (fresh shapely geometry per
   primitive, left folds of ``union``/``difference``, Pillow polygons). It is the yardstick
   every faster path is tested against, pixel for pixel.
-- :func:`render` is the path everyone uses. It produces the *same* geometry — the same
-  shapely calls on the same inputs, folded in the same order — so the pixels are identical by
-  construction, not by approximation. Its speed comes from (1) a linear-time parser instead
-  of Earley, (2) caching primitive geometries (there are only 16³ circles; quads are cached
-  on first use), (3) skipping shapely entirely for a lone primitive, and (4) drawing
-  with precomputed scaled coordinate arrays. :func:`render_batch` spreads large jobs over
-  processes.
+- :func:`render` (and :func:`render_gray`, :func:`mask`, :func:`render_batch`) is the path
+  everyone uses. It hands GEOS the *same* inputs — bit-identical primitive polygons, folded
+  in the same order with the same union/difference calls — so the geometry, and therefore
+  every pixel, is the reference's. Where the speed comes from:
+
+  1. a linear-time parser instead of Earley (``parser.py``);
+  2. primitive polygons built directly from their coordinates (the reference goes through
+     ``Point.buffer`` and ``affinity.rotate``) and cached — see the comment above ``_quad``
+     for why the coordinates are bit-identical;
+  3. a bounded memo of operation results (:class:`GeometryMemo`): programs that share a
+     subtree or the first operands of an operation (search, evolution, best-of-N samples)
+     reuse GEOS results; GEOS is deterministic, so a memoised result *is* the reference's;
+  4. drawing straight onto an RGB canvas (Pillow's polygon fill is the same code for 8- and
+     32-bit images), so no greyscale-to-RGB conversion;
+  5. :func:`render_batch` spreads large jobs over processes, in chunks.
+
+  What remains is GEOS's overlay itself (about 0.05 ms per union/difference of two ~65-vertex
+  rings), which dominates programs with several operations. We found no cheaper call that
+  returns the same geometry: GEOS short-circuits unions of disjoint envelopes already, and a
+  difference with disjoint envelopes returns its left operand with the ring re-started at a
+  different vertex, which can change Pillow's fill, so it cannot be skipped.
 
 Why not a pure numpy rasteriser: Pillow's polygon fill has its own edge rules, and the
 polygon shapely returns after a boolean operation carries intersection vertices computed in
@@ -22,9 +36,12 @@ keeping the geometry engine and the fill routine guarantees parity.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
-from typing import Iterable, Sequence
+from math import cos, pi, sin
 
 import numpy as np
 import shapely
@@ -102,106 +119,294 @@ def render_reference(program: Program | str, size: int = DEFAULT_SIZE) -> np.nda
 
 
 # --------------------------------------------------------------------------------------
-# Fast path.
+# Fast path: the same geometry, built with fewer Python-level steps and memoised.
 # --------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=4096)
+# ``shapely.union(a, b)`` with no grid size is exactly ``shapely.lib.union(a, b)`` (the public
+# function only dispatches on ``grid_size``); calling the ufunc directly skips two wrappers.
+_union = shapely.lib.union
+_difference = shapely.lib.difference
+
+
+# Primitive geometry is built without going through shapely's generic (and slow) code paths,
+# but to the same coordinates, bit for bit, as the reference's calls:
+#
+# - Quad: ``rotate(box(...), angle, origin=(x, y))`` is an affine map whose coefficients
+#   shapely computes in Python floats and applies with numpy as ``a*x + b*y + xoff``
+#   (separate IEEE multiplies and adds, no fused multiply-add). ``_quad`` evaluates the same
+#   expressions in the same order on the same doubles, so every coordinate is identical by
+#   construction; so is the ring's length (``box`` closes its ring only when the first and
+#   last corners differ, i.e. when w > 0). Checked on 101,800 quads (every angle included):
+#   identical WKB.
+# - Circle: GEOS buffers a point by emitting ``x + r*cos(θ_i)``, ``y + r*sin(θ_i)`` and
+#   polygonising that ring. ``_circle`` adds (x, y) to the ring of the circle of radius r at
+#   the origin (whose coordinates are exactly ``r*cos(θ_i)``, ``r*sin(θ_i)``), i.e. performs
+#   the same additions; that the polygoniser's output does not depend on the translation is
+#   checked exhaustively — all 16³ circles give identical WKB
+#   (``tests/lang/test_csg2d_render.py::test_primitive_geometry_is_the_reference_geometry``).
+
+# shapely.polygons(coords) without its argument handling: the same two GEOS constructors
+# (``linearrings`` closes an open ring exactly as ``Polygon(...)`` does; ours are closed).
+_ALLOW_NAN = np.intc(0)  # shapely.HandleNaN.allow, the default
+_NO_HOLES = np.empty((0,), dtype=object)
+
+
+def _polygon(coords) -> Polygon:
+    return shapely.lib.polygons(shapely.lib.linearrings(np.asarray(coords, dtype=float), _ALLOW_NAN), _NO_HOLES)
+
+
+@lru_cache(maxsize=16)
+def _origin_circle(r: int) -> np.ndarray:
+    ring = shapely.get_coordinates(Point(0, 0).buffer(r))
+    ring.flags.writeable = False  # shared by every circle of this radius
+    return ring
+
+
+@lru_cache(maxsize=4096)  # all 16³ circles fit
 def _circle(r: int, x: int, y: int):
-    return Point(x, y).buffer(r)
+    ring = _origin_circle(r)
+    if len(ring) == 0:  # radius 0: the buffer is an empty polygon
+        return Polygon()
+    return _polygon(ring + (x, y))
 
 
 @lru_cache(maxsize=65536)
 def _quad(x: int, y: int, w: int, h: int, angle: int):
-    rect = box(x - w / 2, y - h / 2, x + w / 2, y + h / 2)
-    return rotate(rect, angle, origin=(x, y))
+    minx, miny, maxx, maxy = x - w / 2, y - h / 2, x + w / 2, y + h / 2  # as box() gets them
+    corners = [(maxx, miny), (maxx, maxy), (minx, maxy), (minx, miny)]  # box()'s ring order
+    if corners[0] != corners[-1]:  # Polygon() closes an open ring
+        corners.append(corners[0])
+    # shapely.affinity.rotate's coefficients, verbatim (degrees to radians, snapping to 0):
+    theta = angle * pi / 180.0
+    cosp = cos(theta)
+    sinp = sin(theta)
+    if abs(cosp) < 2.5e-16:
+        cosp = 0.0
+    if abs(sinp) < 2.5e-16:
+        sinp = 0.0
+    a, b, d, e = cosp, -sinp, sinp, cosp
+    xoff = x - x * cosp + y * sinp
+    yoff = y - x * sinp - y * cosp
+    # shapely.affinity.affine_transform: x' = a*x + b*y + xoff, y' = d*x + e*y + yoff.
+    return _polygon([(a * px + b * py + xoff, d * px + e * py + yoff) for px, py in corners])
 
 
-def geometry(node: Program):
+def _primitive(node: Circle | Quad):
+    if type(node) is Circle:
+        return _circle(node.r, node.x, node.y)
+    return _quad(node.x, node.y, node.w, node.h, node.angle)
+
+
+class GeometryMemo:
+    """Bounded LRU memo of operation results: whole subtrees and left-fold prefixes.
+
+    Keys are AST nodes (hashable by structure, hash cached) for whole operations, and
+    ``(is_union, operands[:k])`` for the fold of an operation's first ``k`` operands, so a
+    program that differs from an earlier one in its last operand reuses the fold of the others.
+    GEOS is deterministic, so a memoised result is the very geometry the reference would
+    compute: memoisation changes speed, never pixels. Values are immutable shapely objects.
+    """
+
+    #: operations with more operands than this memoise the whole node only (probing prefixes
+    #: costs O(k²) hashing)
+    MAX_PREFIX_OPERANDS = 64
+
+    def __init__(self, maxsize: int = 4096):
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()  # render_batch may be called from threads
+
+    def get(self, key):
+        with self._lock:
+            geom = self._data.get(key)
+            if geom is None:
+                self.misses += 1
+            else:
+                self.hits += 1
+                self._data.move_to_end(key)
+            return geom
+
+    def put(self, key, geom) -> None:
+        with self._lock:
+            self._data[key] = geom
+            if len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+_MEMO = GeometryMemo()
+
+
+def set_memo_size(maxsize: int) -> None:
+    """Bound the process-wide geometry memo to ``maxsize`` entries (0 turns it off)."""
+    if type(maxsize) is not int or maxsize < 0:
+        raise ValueError(f"memo size must be a non-negative integer, got {maxsize!r}")
+    _MEMO.clear()
+    _MEMO.maxsize = maxsize
+
+
+def clear_caches() -> None:
+    """Forget every cached primitive, memoised operation and interned parse node.
+
+    Benchmarks call this so that repeated timings do not measure cache hits.
+    """
+    _origin_circle.cache_clear()
+    _circle.cache_clear()
+    _quad.cache_clear()
+    _MEMO.clear()
+    from img2prog.lang.csg2d import parser
+
+    parser._circles.clear()
+    parser._quads.clear()
+
+
+def geometry(node: Program, memo: bool = True):
     """Shapely geometry of ``node``; equal, coordinate for coordinate, to the reference.
 
-    Iterative post-order evaluation, so nesting depth never touches Python's recursion limit.
+    The same shapely calls on the same inputs in the same order as :func:`reference_geometry`
+    (primitives come from a cache; operations may come from :class:`GeometryMemo`). Iterative
+    post-order evaluation, so nesting depth never touches Python's recursion limit. Raises
+    ``shapely.errors.GEOSException`` where the reference does.
     """
-    if isinstance(node, Circle):
-        return _circle(node.r, node.x, node.y)
-    if isinstance(node, Quad):
-        return _quad(node.x, node.y, node.w, node.h, node.angle)
-    if isinstance(node, Empty):
+    kind = type(node)
+    if kind is Circle or kind is Quad:
+        return _primitive(node)
+    if kind is Empty:
         return Polygon()
-    # Stack of (operation, evaluated operand geometries).
-    stack: list[tuple[Union | Difference, list]] = [(node, [])]
+    cache = _MEMO if memo and _MEMO.maxsize > 0 else None
+    if cache is not None:
+        hit = cache.get(node)
+        if hit is not None:
+            return hit
+    max_prefix = GeometryMemo.MAX_PREFIX_OPERANDS
+    # Frames are [node, is_union, operands, index of the next operand, fold so far].
+    stack = [_open_frame(node, cache, max_prefix)]
     while True:
-        op, done = stack[-1]
-        if len(done) < len(op.operands):
-            child = op.operands[len(done)]
-            if isinstance(child, Circle):
-                done.append(_circle(child.r, child.x, child.y))
-            elif isinstance(child, Quad):
-                done.append(_quad(child.x, child.y, child.w, child.h, child.angle))
+        frame = stack[-1]
+        _, is_union, operands, i, acc = frame
+        if i < len(operands):
+            child = operands[i]
+            kind = type(child)
+            if kind is Circle or kind is Quad:
+                g = _primitive(child)
             else:
-                stack.append((child, []))
-            continue
-        result = done[0]
-        if isinstance(op, Union):
-            for g in done[1:]:
-                result = result.union(g)
+                g = cache.get(child) if cache is not None else None
+                if g is None:
+                    stack.append(_open_frame(child, cache, max_prefix))
+                    continue
+        else:  # all operands folded: this operation is done
+            stack.pop()
+            if cache is not None:
+                cache.put(frame[0], acc)
+            if not stack:
+                return acc
+            g = acc
+            frame = stack[-1]
+            _, is_union, operands, i, acc = frame
+        # Fold operand i into the accumulator, as reduce(union | difference) would.
+        if acc is None:
+            acc = g
         else:
-            for g in done[1:]:
-                result = result.difference(g)
-        stack.pop()
-        if not stack:
-            return result
-        stack[-1][1].append(result)
+            acc = _union(acc, g) if is_union else _difference(acc, g)
+        i += 1
+        frame[3] = i
+        frame[4] = acc
+        if cache is not None and 2 <= i < len(operands) <= max_prefix:
+            cache.put((is_union, operands[:i]), acc)
 
 
-def _rings(g, out: list) -> None:
-    """Flatten a geometry into (coords, fill) pairs in the reference's drawing order."""
-    if g.is_empty:
+def _open_frame(node: Union | Difference, cache: GeometryMemo | None, max_prefix: int) -> list:
+    """Start evaluating an operation, resuming from its longest memoised fold prefix."""
+    is_union = type(node) is Union
+    operands = node.operands
+    if cache is not None and len(operands) <= max_prefix:
+        for k in range(len(operands) - 1, 1, -1):
+            acc = cache.get((is_union, operands[:k]))
+            if acc is not None:
+                return [node, is_union, operands, k, acc]
+    return [node, is_union, operands, 0, None]
+
+
+def _draw(draw: ImageDraw.ImageDraw, geom, size: int, black, white) -> None:
+    """Draw ``geom`` as the reference does: exterior black, holes white, parts in order."""
+    if geom.is_empty:
         return
-    t = g.geom_type
+    t = geom.geom_type
     if t == "Polygon":
-        out.append((shapely.get_coordinates(g.exterior), 0))
-        for ring in g.interiors:
-            out.append((shapely.get_coordinates(ring), 255))
+        scale = size / 16.0
+        ext = shapely.get_coordinates(geom.exterior)
+        draw.polygon(_to_pixels(ext, size, scale), fill=black)
+        for ring in geom.interiors:
+            draw.polygon(_to_pixels(shapely.get_coordinates(ring), size, scale), fill=white)
     elif t in ("MultiPolygon", "GeometryCollection"):
-        for part in g.geoms:
-            _rings(part, out)
+        for part in geom.geoms:
+            _draw(draw, part, size, black, white)
+
+
+def _to_pixels(coords: np.ndarray, size: int, scale: float) -> list[float]:
+    # The reference's float arithmetic, point for point: (x·k, S − y·k). numpy evaluates each
+    # product and difference in IEEE double exactly as Python does (no fused multiply-add).
+    pts = coords * scale
+    pts[:, 1] = size - pts[:, 1]
+    return pts.ravel().tolist()
 
 
 def rasterize(geom, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Draw a geometry; returns an (S, S) uint8 greyscale array (0 black, 255 white)."""
     img = Image.new("L", (size, size), 255)
-    rings: list = []
-    _rings(geom, rings)
-    if rings:
-        draw = ImageDraw.Draw(img)
-        scale = size / 16.0
-        for coords, fill in rings:
-            # Same float arithmetic as the reference: x*scale and size - y*scale, per point.
-            pts = np.empty_like(coords)
-            pts[:, 0] = coords[:, 0] * scale
-            pts[:, 1] = size - coords[:, 1] * scale
-            draw.polygon(pts.ravel().tolist(), fill=fill)
-    return np.asarray(img)
+    _draw(ImageDraw.Draw(img), geom, size, 0, 255)
+    return _to_array(img)
+
+
+def rasterize_rgb(geom, size: int = DEFAULT_SIZE) -> np.ndarray:
+    """Draw a geometry straight onto an RGB canvas; returns (S, S, 3) uint8.
+
+    Pillow fills polygons with the same scan-line code for 8-bit and 32-bit images (only the
+    pixel store differs), so this equals ``rasterize`` expanded to three channels, and it is
+    cheaper than expanding: SPEC's "convert to RGB" then costs nothing.
+    """
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    _draw(ImageDraw.Draw(img), geom, size, (0, 0, 0), (255, 255, 255))
+    return _to_array(img)
+
+
+def _to_array(img: Image.Image) -> np.ndarray:
+    # np.asarray views Pillow's bytes (read-only); copying that view is several times
+    # cheaper than np.array(img), which goes through a slow generic path for RGB.
+    return np.asarray(img).copy()
+
+
+def _geometry_or_raise(program: Program | str):
+    program = _as_program(program)
+    try:
+        return geometry(program)
+    except shapely.errors.GEOSException as e:
+        raise RenderError(f"geometry engine failed: {e}") from None
 
 
 def render_gray(program: Program | str, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Render to an (S, S) uint8 greyscale array; the cheapest form for metrics and search."""
     _check_size(size)
-    program = _as_program(program)
-    try:
-        geom = geometry(program)
-    except shapely.errors.GEOSException as e:
-        raise RenderError(f"geometry engine failed: {e}") from None
-    return rasterize(geom, size)
+    return rasterize(_geometry_or_raise(program), size)
 
 
 def render(program: Program | str, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Render a program (text or AST) to an (S, S, 3) uint8 RGB array, as SPEC §1.
 
-    Raises :class:`ProgramError` if ``program`` is text that does not parse.
+    Raises :class:`ProgramError` if ``program`` is text that does not parse, and
+    :class:`RenderError` (a ProgramError) where the geometry engine fails, as the reference does.
     """
-    gray = render_gray(program, size)
-    return np.repeat(gray[:, :, None], 3, axis=2)
+    _check_size(size)
+    return rasterize_rgb(_geometry_or_raise(program), size)
 
 
 def render_image(program: Program | str, size: int = DEFAULT_SIZE) -> Image.Image:
@@ -218,15 +423,41 @@ def mask(program: Program | str, size: int = DEFAULT_SIZE) -> np.ndarray:
 # Batch rendering.
 # --------------------------------------------------------------------------------------
 
-def _render_chunk(args: tuple[list, int]) -> tuple[np.ndarray, list]:
-    programs, size = args
-    out = np.full((len(programs), size, size), 255, dtype=np.uint8)
+def _render_chunk(args: tuple[list, int, bool]) -> tuple[np.ndarray, list]:
+    programs, size, rgb = args
+    shape = (len(programs), size, size, 3) if rgb else (len(programs), size, size)
+    out = np.full(shape, 255, dtype=np.uint8)
     errors: list = [None] * len(programs)
+    draw = rasterize_rgb if rgb else rasterize
     for i, p in enumerate(programs):
         try:
-            out[i] = render_gray(p, size)
+            out[i] = draw(_geometry_or_raise(p), size)
         except ProgramError as e:
             errors[i] = e
+    return out, errors
+
+
+def _batch(programs, size: int, workers: int | None, chunk_size: int | None, rgb: bool):
+    _check_size(size)
+    programs = list(programs)
+    n = len(programs)
+    if workers is None:
+        # A pool costs tens of milliseconds to start; below ~1,000 programs it does not pay.
+        workers = min(os.cpu_count() or 1, 8) if n >= 1024 else 1
+    if chunk_size is None:
+        # A few chunks per worker balance the load; larger chunks amortise pickling.
+        chunk_size = max(16, min(256, -(-n // (4 * max(workers, 1)))))
+    if workers <= 1 or n <= chunk_size:
+        return _render_chunk((programs, size, rgb))
+    chunks = [programs[i : i + chunk_size] for i in range(0, n, chunk_size)]
+    out = np.empty((n, size, size, 3) if rgb else (n, size, size), dtype=np.uint8)
+    errors: list = []
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+        i = 0
+        for arr, errs in pool.map(_render_chunk, [(c, size, rgb) for c in chunks]):
+            out[i : i + len(arr)] = arr
+            errors.extend(errs)
+            i += len(arr)
     return out, errors
 
 
@@ -234,32 +465,28 @@ def render_batch(
     programs: Iterable[Program | str],
     size: int = DEFAULT_SIZE,
     workers: int | None = None,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
 ) -> tuple[np.ndarray, list[ProgramError | None]]:
     """Render many programs to an (N, S, S) uint8 greyscale array.
 
     Unparsable programs do not stop the batch: their slot stays white and ``errors[i]`` holds
     the :class:`ProgramError`. ``workers=None`` picks processes only when the job is big enough
     to repay their start-up (about a thousand programs); ``workers=0`` or ``1`` stays in process.
-    Expand to RGB with ``np.repeat(gray[..., None], 3, -1)`` when you need the SPEC's arrays.
+    ``chunk_size`` (default: about four chunks per worker, 16..256 programs) is how many
+    programs travel to a worker at once. Expand to RGB with :func:`gray_to_rgb`, or use
+    :func:`render_batch_rgb`.
     """
-    _check_size(size)
-    programs = list(programs)
-    n = len(programs)
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 8) if n >= 1024 else 1
-    if workers <= 1 or n < 2 * chunk_size:
-        return _render_chunk((programs, size))
-    chunks = [programs[i : i + chunk_size] for i in range(0, n, chunk_size)]
-    out = np.empty((n, size, size), dtype=np.uint8)
-    errors: list = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        i = 0
-        for arr, errs in pool.map(_render_chunk, [(c, size) for c in chunks]):
-            out[i : i + len(arr)] = arr
-            errors.extend(errs)
-            i += len(arr)
-    return out, errors
+    return _batch(programs, size, workers, chunk_size, rgb=False)
+
+
+def render_batch_rgb(
+    programs: Iterable[Program | str],
+    size: int = DEFAULT_SIZE,
+    workers: int | None = None,
+    chunk_size: int | None = None,
+) -> tuple[np.ndarray, list[ProgramError | None]]:
+    """Like :func:`render_batch`, but (N, S, S, 3) RGB as SPEC §1 specifies."""
+    return _batch(programs, size, workers, chunk_size, rgb=True)
 
 
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
@@ -274,16 +501,21 @@ def coverage(program: Program | str, size: int = 64) -> float:
 
 __all__: Sequence[str] = [
     "DEFAULT_SIZE",
+    "GeometryMemo",
+    "clear_caches",
     "coverage",
     "geometry",
     "gray_to_rgb",
     "mask",
     "rasterize",
+    "rasterize_reference",
+    "rasterize_rgb",
+    "reference_geometry",
     "render",
     "render_batch",
+    "render_batch_rgb",
     "render_gray",
     "render_image",
     "render_reference",
-    "rasterize_reference",
-    "reference_geometry",
+    "set_memo_size",
 ]

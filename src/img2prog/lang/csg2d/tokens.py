@@ -10,8 +10,8 @@ are tuples, so beams can share and copy them freely.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 
 import numpy as np
 
@@ -121,6 +121,9 @@ class Csg2dConstraint(Constraint):
         self.max_depth = min(max_depth, MAX_DEPTH)
         self._coords = np.arange(NUM0, NUM0 + COORD_MAX + 1)
         self._angles = np.arange(NUM0, NUM0 + ANGLE_MAX + 1, angles_multiple_of)
+        # Per-instance memo of allowed sets (a cache on the method would keep every
+        # constraint ever made alive).
+        self._allowed = lru_cache(maxsize=65536)(self._compute_allowed)
 
     def start(self, max_tokens: int):
         if max_tokens < 1:
@@ -128,8 +131,7 @@ class Csg2dConstraint(Constraint):
         return ((), max_tokens, False)
 
     def is_complete(self, state) -> bool:
-        stack, _, finished = state
-        return finished
+        return state[2]
 
     def allowed(self, state) -> list[int]:
         return self._allowed(state[0], state[1], state[2]).tolist()
@@ -140,8 +142,7 @@ class Csg2dConstraint(Constraint):
         mask[self._allowed(*state)] = True
         return mask
 
-    @lru_cache(maxsize=65536)
-    def _allowed(self, stack: tuple[int, ...], remaining: int, finished: bool) -> np.ndarray:
+    def _compute_allowed(self, stack: tuple[int, ...], remaining: int, finished: bool) -> np.ndarray:
         if finished:
             return np.array([EOS] if remaining >= 1 else [], dtype=np.int64)
         if stack:

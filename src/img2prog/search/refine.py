@@ -1,0 +1,161 @@
+"""Refinement: verifier-guided local search from a starting program.
+
+One step:
+
+1. list the local edits (:func:`img2prog.search.edits.local_edits`: ±1 on numbers, ±45° on
+   angles, diagonal moves, remove an operand, swap union/difference, move a subtree) and rank
+   them with the approximate raster algebra (:mod:`img2prog.search.raster`), tens of
+   microseconds each;
+2. render the best-ranked few *exactly* and take the best of them if it beats the current
+   program — higher IoU, or equal IoU with fewer nodes (so redundant operands get dropped).
+   Only exact scores are ever compared, so refinement never returns anything worse than its
+   start;
+3. if none helps, try pairs of steps on one primitive (shrink *and* move a circle), then
+   adding a primitive where the error is largest (:mod:`img2prog.search.additions`), ranked
+   and confirmed the same way. Additions come last because they always find *something* that
+   helps a little, and accepting that early clutters the program where two small steps would
+   have fixed it;
+4. stop at a fixed point (nothing confirmed better), a pixel-perfect match, or the budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from img2prog.lang.csg2d.ast import EMPTY
+from img2prog.search.additions import AdditionConfig, Additions
+from img2prog.search.edits import LOCAL_MOVES, PAIR_MOVES, Edit, local_edits
+from img2prog.search.raster import Approx, StepContext
+from img2prog.search.verify import Evaluated, Verifier
+
+
+@dataclass
+class RefineConfig:
+    moves: tuple[str, ...] = (*LOCAL_MOVES, *PAIR_MOVES, "add")
+    confirm: int = 4  # edits rendered exactly per round
+    max_confirm: int = 16  # exact renders per step before the step gives up
+    margin: float = 0.01  # confirm only edits whose approximate IoU is within this of the current one
+    # Endgame: when no ranked edit helps, render up to this many first- and second-ring edits
+    # exactly (within the margin). Near a match, the few pixels that still differ are below
+    # what the approximation can see, so only exact renders can find the last step.
+    exhaustive: int = 192
+    # An addition must gain at least this much IoU: smaller gains come from slivers along
+    # boundaries, and accepting them piles up junk primitives that later edits must work around.
+    min_add_gain: float = 0.002
+    additions: AdditionConfig = field(default_factory=AdditionConfig)
+    max_steps: int | None = None
+
+
+@dataclass
+class RefineOutcome:
+    best: Evaluated
+    steps: int = 0  # accepted edits
+    evaluations: int = 0  # exact renders made
+    trace: list[tuple[float, float]] = field(default_factory=list)  # (seconds, IoU) after each step
+
+
+def better(a: Evaluated, b: Evaluated) -> bool:
+    """a beats b: higher exact IoU, or the same with fewer nodes."""
+    return (a.iou, -a.size) > (b.iou, -b.size)
+
+
+class Refiner:
+    """Hill climbing on exact IoU for one target (see the module docstring)."""
+
+    def __init__(self, verifier: Verifier, config: RefineConfig | None = None, approx: Approx | None = None):
+        self.verifier = verifier
+        self.config = config or RefineConfig()
+        self.approx = approx if approx is not None else Approx(verifier.target)
+        self.additions = Additions(verifier.target.mask, self.config.additions)
+
+    def run(
+        self, start: Evaluated, deadline: float | None = None, max_evaluations: int | None = None
+    ) -> RefineOutcome:
+        t0 = time.perf_counter()
+        ev0 = self.verifier.evaluations
+
+        def out_of_budget() -> bool:
+            if deadline is not None and time.perf_counter() >= deadline:
+                return True
+            return max_evaluations is not None and self.verifier.evaluations - ev0 >= max_evaluations
+
+        # A start that does not render is no start: begin from the blank canvas instead.
+        cur = start if start.ok else self.verifier.evaluate_ast(EMPTY)
+        out = RefineOutcome(cur)
+        while not cur.perfect and not out_of_budget():
+            if self.config.max_steps is not None and out.steps >= self.config.max_steps:
+                break
+            nxt = self._step(cur, out_of_budget)
+            if nxt is None:
+                break  # fixed point
+            cur = nxt
+            out.steps += 1
+            out.trace.append((time.perf_counter() - t0, cur.iou))
+        out.best = cur
+        out.evaluations = self.verifier.evaluations - ev0
+        return out
+
+    def _step(self, cur: Evaluated, out_of_budget: Callable[[], bool]) -> Evaluated | None:
+        ctx = StepContext(self.approx, cur.ast)
+        moves = self.config.moves
+        tiers = [  # (edits, minimum IoU gain)
+            (lambda: local_edits(cur.ast, tuple(m for m in moves if m in LOCAL_MOVES)), 0.0),
+            (lambda: local_edits(cur.ast, tuple(m for m in moves if m in PAIR_MOVES)), 0.0),
+            (lambda: self.additions.edits(cur.ast, cur.mask, ctx) if "add" in moves else [], self.config.min_add_gain),
+        ]
+        for edits, min_gain in tiers:
+            if out_of_budget():
+                return None
+            found = self._confirm(cur, ctx, edits(), out_of_budget)
+            if found is not None and found.iou >= cur.iou + min_gain:
+                return found
+        if self.config.exhaustive and not out_of_budget():
+            ring = local_edits(cur.ast, tuple(m for m in moves if m in LOCAL_MOVES or m in PAIR_MOVES))
+            return self._confirm(cur, ctx, ring, out_of_budget, limit=self.config.exhaustive)
+        return None
+
+    def _confirm(
+        self,
+        cur: Evaluated,
+        ctx: StepContext,
+        edits: list[Edit],
+        out_of_budget: Callable[[], bool],
+        limit: int | None = None,
+    ) -> Evaluated | None:
+        """Rank edits approximately, render the best ``limit`` (default ``max_confirm``) exactly
+        in rounds of ``confirm``, and return the best of the first round that improves."""
+        if not edits:
+            return None
+        cfg = self.config
+        scores = np.array([ctx.score(e) for e in edits])
+        # Best first; among equal scores, the edit leaving the smaller program first.
+        growth = np.array([e.growth for e in edits])
+        order = np.lexsort((growth, -scores))
+        floor = ctx.current_score - cfg.margin
+        order = [i for i in order[: limit or cfg.max_confirm] if scores[i] >= floor]
+        for start in range(0, len(order), cfg.confirm):
+            best = None
+            for i in order[start : start + cfg.confirm]:
+                if out_of_budget():
+                    return best if best is not None and better(best, cur) else None
+                ev = self.verifier.evaluate_ast(edits[i].apply(cur.ast))
+                if ev.ok and (best is None or better(ev, best)):
+                    best = ev
+            if best is not None and better(best, cur):
+                return best
+        return None
+
+
+def refine(
+    verifier: Verifier,
+    start: Evaluated,
+    deadline: float | None = None,
+    config: RefineConfig | None = None,
+    max_evaluations: int | None = None,
+) -> RefineOutcome:
+    """Refine ``start`` against the verifier's target (see the module docstring)."""
+    return Refiner(verifier, config).run(start, deadline, max_evaluations)
