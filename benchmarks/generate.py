@@ -19,7 +19,6 @@ Run: ``python benchmarks/generate.py`` (about two minutes), ``--quick`` for a sm
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import platform
 import random
@@ -31,7 +30,7 @@ from img2prog.data.checks import OperandRef, remove_operand
 from img2prog.data.handcrafted import BlockSpec, Seen, Validator, derive_seed, iter_block
 from img2prog.data.profiles import get_profile, parse_mixture
 from img2prog.data.sampler import Sampler
-from img2prog.data.stream import ProgramStream, StreamConfig
+from img2prog.data.stream import StreamConfig
 from img2prog.lang.csg2d.ast import Difference, Union
 from img2prog.lang.csg2d.rendering import render_gray
 

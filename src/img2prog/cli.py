@@ -16,6 +16,7 @@ import typer
 
 from img2prog.data.cli import app as data_app
 from img2prog.eval.cli import app as eval_app
+from img2prog.experiments.cli import app as experiment_app
 from img2prog.lang.errors import ProgramError
 from img2prog.models.cli import infer as infer_command
 from img2prog.train.cli import app as train_app
@@ -34,6 +35,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+app.add_typer(experiment_app, name="experiment")
 app.command("infer")(infer_command)
 
 

@@ -66,7 +66,7 @@ def test_naive_and_analyze_against(tmp_path):
     assert r.exit_code == 0, r.output
     assert "| metric | naive | gen |" in r.stdout
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
-    naive, gen = data["datasets"]
+    _, gen = data["datasets"]
     assert gen["degenerate"]["programs_with_degenerate_operand"] == 0.0
     assert gen["stored_image_mismatch"] == 0
     assert (tmp_path / "rep" / "heatmap.png").is_file()

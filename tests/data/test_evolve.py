@@ -9,9 +9,17 @@ import numpy as np
 import pytest
 
 from img2prog.data.barring import BarSet
-from img2prog.data.checks import image_key, is_nondegenerate
+from img2prog.data.checks import image_key, is_nondegenerate, redundant_nesting
 from img2prog.data.evolve import SPEC_SEEDS, Evolution, EvolutionError, EvolveConfig, evolve, save_evolution
-from img2prog.data.fitness import Complexity, Individual, Novelty, NonDegeneracy, feature_of, parse_fitness, tournament
+from img2prog.data.fitness import (
+    Complexity,
+    Individual,
+    NonDegeneracy,
+    Novelty,
+    feature_of,
+    parse_fitness,
+    tournament,
+)
 from img2prog.data.mutators import (
     ModelMutator,
     NoModelError,
@@ -26,7 +34,7 @@ from img2prog.lang.csg2d.rendering import render_gray
 
 
 def _cfg(**kw) -> EvolveConfig:
-    base = dict(n=40, seed=3, children=16, population=30, bar_standard=False)
+    base = {"n": 40, "seed": 3, "children": 16, "population": 30, "bar_standard": False}
     return EvolveConfig(**{**base, **kw})
 
 
@@ -52,6 +60,7 @@ def test_strict_filter_guarantees():
     assert len({s.program for s in samples}) == len(samples)
     for s in samples:
         assert is_nondegenerate(s.program), s.program
+        assert redundant_nesting(parse(s.program)) == 0, s.program
         cov = float(np.mean(render_gray(s.program) == 0))
         assert 0.05 <= cov <= 0.75
         assert s.program not in SPEC_SEEDS
@@ -149,7 +158,7 @@ def test_model_mutator_lineage_and_validity_filter():
     samples = evo.run()
     assert len(samples) == 20 and evo.rejected["invalid"] > 0
     assert all(s.mutation == "model" and 1 <= len(s.parents) <= 4 for s in samples)
-    parents, had_images, n, seed = model.calls[0]
+    parents, had_images, _, seed = model.calls[0]
     assert len(parents) == 4 and had_images and seed is not None
 
 

@@ -7,7 +7,7 @@ something through, not just if it disagrees with itself.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -31,7 +31,7 @@ from img2prog.lang.csg2d.rendering import render_gray
 PROFILES = {"default": 60, "simple": 40, "holes": 40, "hard": 25}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _generated(profile: str, n: int, seed: int = 7):
     return tuple(s.program for s in generate(n, seed, profile).samples)
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch.utils.data import DataLoader  # noqa: E402
+from torch.utils.data import DataLoader
 
-from img2prog.data.stream import ProgramStream, StreamConfig  # noqa: E402
-from img2prog.data.torch_stream import SyntheticProgramDataset  # noqa: E402
+from img2prog.data.stream import ProgramStream, StreamConfig
+from img2prog.data.torch_stream import SyntheticProgramDataset
 
 CFG = StreamConfig(profile="default", seed=11, image_size=32, block_size=12, bar_standard=False)
 

@@ -94,3 +94,33 @@ def test_cli_builds_a_tiny_model_and_runs_selected_stages(tmp_path):
     assert bad.exit_code == 2 and "--model NAME or --tiny" in bad.output
     bad = CliRunner().invoke(wrapper, ["experiment", "seed-a3", "--tiny", "llama", "--out", str(out)])
     assert bad.exit_code == 2 and "--tiny must be one of" in bad.output
+
+
+def test_evolved_data_stage_uses_the_base_model_as_mutator(tmp_path):
+    """The seed protocol's data stage: the base model proposes variations (scripted here,
+    since a random tiny model cannot write programs) and exactly n valid samples come out."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    class ScriptedBase:
+        language, is_vision = "csg2d", True
+        processor = tokenizer = type("P", (), {"chat_template": "x"})()
+        seen_images = 0
+
+        def generate_chats(self, conversations, n, *, settings=None, seed=None):
+            self.seen_images += sum(p["type"] == "image" for p in conversations[0][0]["content"])
+            lines = [f"{i + 1}. (Circle {rng.integers(2, 7)} {rng.integers(2, 14)} {rng.integers(2, 14)})"
+                     for i in range(8)]
+            return [["\n".join(lines)]]
+
+    base = ScriptedBase()
+    exp = SeedA3(small_config(tmp_path, "unused", mutator="model", variants=("evolved",)), log=lambda m: None)
+    exp.base_model = lambda: base  # type: ignore[method-assign]
+    results = exp.run(only=["data-evolved"])
+    assert results["data-evolved"]["n"] == 6 and results["data-evolved"]["mutator"] == "model"
+    assert base.seen_images > 0  # the VLM was shown its parents' images
+    from img2prog.data.io import load_programs
+
+    programs = load_programs(tmp_path / "exp" / "data" / "evolved")
+    assert len(programs) == 6 and all(p.startswith("(Circle") for p in programs)

@@ -189,3 +189,26 @@ def test_cli_trains_and_reports(tiny, tmp_path):
     assert again.exit_code == 0 and "already trained" in again.output
     bad = CliRunner().invoke(app, ["--model", "m", "--data", str(tmp_path / "missing.jsonl")])
     assert bad.exit_code == 2 and "no such file" in bad.output
+
+
+def test_fine_tuned_model_answers_with_the_trained_program(tiny, tmp_path):
+    """The whole loop is coherent: what the mask supervises is what inference generates. A
+    tiny model trained on one example replies to its image with exactly that program (and
+    stops: the end-of-turn token was supervised too)."""
+    from img2prog.lang import get_language
+    from img2prog.models.hf.backend import GenerationSettings, load
+    from img2prog.models.hf.extract import extract
+
+    program = "(+ (Circle 3 8 8) (Quad 5 5 4 6 45))"
+    data = write_programs(tmp_path / "one.jsonl", [program])
+    s = settings(tmp_path, tiny("gemma3"), data=str(data), max_steps=40, batch_size=1, learning_rate=2e-2,
+                 warmup_ratio=0.0, save_steps=1000, logging_steps=10, lora=LoraSettings(r=8, alpha=16, dropout=0.0))
+    result = S.train_sft(s)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+              if '"loss"' in line]
+    assert losses[-1] < 0.5 * losses[0]
+    model = load(str(result.adapter))
+    image = get_language("csg2d").render(program, 32)
+    reply = model.generate([image], 1, settings=GenerationSettings(max_new_tokens=24, do_sample=False))[0][0]
+    assert reply.strip() == program
+    assert extract(reply).program == program

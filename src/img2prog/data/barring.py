@@ -10,7 +10,7 @@ checks; 256 px, the SPEC size, is always among them.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class BarSet:
         self.skipped = 0
         self.add(programs)
 
-    def add(self, programs: Iterable[str]) -> "BarSet":
+    def add(self, programs: Iterable[str]) -> BarSet:
         new = []
         for text in programs:
             try:
@@ -49,14 +49,14 @@ class BarSet:
             keys.update(self._keys(new, size))
         return self
 
-    def copy(self) -> "BarSet":
+    def copy(self) -> BarSet:
         out = BarSet()
         out._programs = dict(self._programs)
         out._image_keys = {size: set(keys) for size, keys in self._image_keys.items()}
         out.skipped = self.skipped
         return out
 
-    def union(self, other: "BarSet") -> "BarSet":
+    def union(self, other: BarSet) -> BarSet:
         """A new bar set barring everything either bars (neither operand changes)."""
         out = self.copy()
         out.add(other._programs)

@@ -24,8 +24,8 @@ accepts a program with an operand that is invisible at any of the checked sizes.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import shapely
@@ -307,11 +307,7 @@ def redundant_nesting(program: Program) -> int:
         node = stack.pop()
         if isinstance(node, (Union, Difference)):
             for i, child in enumerate(node.operands):
-                if isinstance(node, Union) and isinstance(child, Union):
-                    count += 1
-                elif isinstance(node, Difference) and i == 0 and isinstance(child, Difference):
-                    count += 1
-                elif isinstance(node, Difference) and i > 0 and isinstance(child, Union):
+                if isinstance(node, Union) and isinstance(child, Union) or isinstance(node, Difference) and i == 0 and isinstance(child, Difference) or isinstance(node, Difference) and i > 0 and isinstance(child, Union):
                     count += 1
                 stack.append(child)
     return count

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -57,7 +56,7 @@ def generate(
     profile: str = typer.Option(
         "default", "--profile", help="Profile, mixture ('mixed') or weighted mix ('default=0.7,hard=0.3')."
     ),
-    bar: Optional[List[Path]] = typer.Option(
+    bar: list[Path] | None = typer.Option(
         None, "--bar", help="JSONL file (a 'program' per line) or dataset folder of programs to exclude; repeatable."
     ),
     no_standard_bar: bool = typer.Option(
@@ -139,9 +138,9 @@ def naive(
 @app.command()
 def analyze(
     dataset: Path = typer.Argument(..., help="Dataset folder, JSONL file of programs, or a test-set name."),
-    against: Optional[List[Path]] = typer.Option(None, "--against", help="Other datasets to put side by side; repeatable."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: DATASET-analysis next to it)."),
-    name: Optional[List[str]] = typer.Option(None, "--name", help="Display names, in order (default: folder names)."),
+    against: list[Path] | None = typer.Option(None, "--against", help="Other datasets to put side by side; repeatable."),
+    out: Path | None = typer.Option(None, "--out", help="Report folder (default: DATASET-analysis next to it)."),
+    name: list[str] | None = typer.Option(None, "--name", help="Display names, in order (default: folder names)."),
     workers: int = typer.Option(0, "--workers", min=0, help="Processes (0: automatic)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots (report.json and report.md only)."),
 ) -> None:
@@ -180,14 +179,14 @@ def analyze(
 def evolve(
     n: int = typer.Option(500, "--n", min=0, help="Exactly this many samples (handcrafted ones included)."),
     out: Path = typer.Option(..., "--out", help="Run folder: the dataset, plus evolve/ with progress for resuming."),
-    seeds: Optional[Path] = typer.Option(
+    seeds: Path | None = typer.Option(
         None, "--seeds", help="JSONL or dataset folder of seed programs (default: the SPEC's five seeds)."
     ),
-    bar: Optional[List[Path]] = typer.Option(None, "--bar", help="JSONL file or dataset folder of programs to exclude; repeatable."),
+    bar: list[Path] | None = typer.Option(None, "--bar", help="JSONL file or dataset folder of programs to exclude; repeatable."),
     no_standard_bar: bool = typer.Option(False, "--no-standard-bar", help="Do not bar the standard test sets."),
     mutator: str = typer.Option("symbolic", "--mutator", help="symbolic or model."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model backend for --mutator model."),
-    model_option: Optional[List[str]] = typer.Option(None, "--model-option", help="key=value passed to the model backend; repeatable."),
+    model: str | None = typer.Option(None, "--model", help="Model backend for --mutator model."),
+    model_option: list[str] | None = typer.Option(None, "--model-option", help="key=value passed to the model backend; repeatable."),
     fitness: str = typer.Option(
         "none", "--fitness", help="none, nondegenerate, novelty, complexity, or a weighted mix 'novelty=2,nondegenerate=1'."
     ),
@@ -207,7 +206,7 @@ def evolve(
     Resumable: run the same command again to continue an interrupted run (or raise --n to
     extend a finished one). Every sample records its lineage (parent, generation, mutation).
     """
-    from img2prog.data.evolve import EvolutionError, EvolveConfig, SPEC_SEEDS, Evolution, save_evolution
+    from img2prog.data.evolve import SPEC_SEEDS, Evolution, EvolutionError, EvolveConfig, save_evolution
     from img2prog.data.io import DataError, load_programs
     from img2prog.data.mutators import NoModelError
 
@@ -263,8 +262,8 @@ def evolve(
 
 @app.command()
 def testset(
-    name: Optional[str] = typer.Argument(None, help="Test set name (e.g. csg2d-test, csg2d-hard@1)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Dataset folder to write (with recipe.json)."),
+    name: str | None = typer.Argument(None, help="Test set name (e.g. csg2d-test, csg2d-hard@1)."),
+    out: Path | None = typer.Option(None, "--out", help="Dataset folder to write (with recipe.json)."),
     size: int = typer.Option(256, "--size", min=1, max=8192, help="Image size."),
     list_: bool = typer.Option(False, "--list", help="List the standard test sets."),
 ) -> None:

@@ -10,9 +10,10 @@ The loop (one *generation* per iteration):
 3. **Mutation**: the mutator (:mod:`img2prog.data.mutators`) turns the parents into proposals.
 4. **Filters**, in order: the text parses and is not the empty program; not barred by
    spelling; not already in the archive; renders; not barred by image. With ``filter="strict"``
-   (the default) also: coverage within bounds, no image already in the archive, and every
-   operand changes the image (the handcrafted generator's guarantees). ``filter="valid"`` is
-   the seed protocol: only renderable, new, unbarred programs survive.
+   (the default) also: coverage within bounds, no image already in the archive, no operation
+   that could merge into its parent (``(+ a (+ b c))``: the handcrafted generator's normal
+   form), and every operand changes the image (the handcrafted generator's guarantees).
+   ``filter="valid"`` is the seed protocol: only renderable, new, unbarred programs survive.
 5. Accepted children join the archive and the output, until exactly ``n`` samples exist.
 
 **Hybrid mode** (``handcrafted=K``): the first ``K`` samples come from the handcrafted
@@ -37,14 +38,14 @@ import json
 import os
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from img2prog.data.barring import BarSet
-from img2prog.data.checks import SPEC_SIZE, Evaluated, black_share, image_key
+from img2prog.data.checks import SPEC_SIZE, Evaluated, black_share, image_key, redundant_nesting
 from img2prog.data.fitness import Combined, Individual, feature_of, parse_fitness, tournament
 from img2prog.data.handcrafted import derive_seed
 from img2prog.data.mutators import ModelMutator, Mutator, Parent, SymbolicMutator, get_program_model
@@ -377,13 +378,14 @@ class Evolution:
                 return self._reject("coverage")
             if key in self.archive.image_keys:
                 return self._reject("duplicate_image")
+            if redundant_nesting(program):
+                return self._reject("redundant_nesting")
             if not ev.is_nondegenerate():
                 return self._reject("degenerate")
         return ev, canonical
 
     def _reject(self, reason: str) -> None:
         self.rejected[reason] += 1
-        return None
 
     def step(self) -> int:
         """Run one generation; returns how many samples it accepted."""
@@ -497,6 +499,3 @@ def evolve(
         save_evolution(evo, out)
     return samples
 
-
-def programs_of(samples: Sequence[Individual]) -> list[str]:
-    return [s.program for s in samples]

@@ -18,8 +18,9 @@ New fitness functions implement :class:`Fitness` and are added to :data:`FITNESS
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -41,7 +42,8 @@ class Individual:
 
 
 class Archive(Protocol):
-    """What fitness functions may look at: every individual so far and their features."""
+    """What fitness functions may look at: every individual so far, and their features
+    stacked as an (A, 512) uint8 matrix of bit-packed 64-px masks."""
 
     individuals: list[Individual]
 

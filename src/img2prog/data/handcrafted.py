@@ -25,9 +25,9 @@ import hashlib
 import os
 import random
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -37,7 +37,6 @@ from img2prog.data.profiles import Mixture, Profile, parse_mixture
 from img2prog.data.sampler import Sampler, weighted
 from img2prog.lang.csg2d.ast import Circle, Primitive, Quad, Shape, primitives
 from img2prog.lang.errors import ProgramError
-
 
 #: Bump when the programs drawn for a given seed change (sampler or validator changes). The
 #: frozen test sets record the version that made them; see :mod:`img2prog.data.testsets`.
@@ -180,7 +179,6 @@ class Validator:
 
     def _reject(self, reason: str) -> None:
         self.rejected[reason] += 1
-        return None
 
 
 @dataclass(frozen=True)
@@ -215,7 +213,7 @@ def iter_block(
     rng = random.Random(derive_seed("img2prog.handcrafted", spec.seed, spec.shard, spec.num_shards, block))
     owner_ok: Callable[[Primitive], bool] | None = None
     if spec.num_shards > 1:
-        owner_ok = lambda leaf: leaf_owner(leaf, spec.num_shards) == spec.shard  # noqa: E731
+        owner_ok = lambda leaf: leaf_owner(leaf, spec.num_shards) == spec.shard
     components = [(Sampler(p, rng, owner_ok), w) for p, w in zip(spec.mixture.profiles, spec.mixture.weights)]
     single = len(components) == 1
     seen = Seen()

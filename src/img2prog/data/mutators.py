@@ -16,15 +16,15 @@ propose anything, including text that does not parse.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from img2prog.data.sampler import bbox, randint
 from img2prog.lang.csg2d.ast import Circle, Difference, Program, Quad, Shape, Union
 from img2prog.lang.csg2d.parser import parse
-from img2prog.lang.errors import ProgramError
 
 
 @dataclass(frozen=True)
@@ -270,9 +270,3 @@ class ModelMutator:
                 out.append(Proposal(text, ids, "model"))
         return out
 
-
-def canonical_or_none(text: str) -> str | None:
-    try:
-        return str(parse(text))
-    except ProgramError:
-        return None

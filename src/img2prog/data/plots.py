@@ -6,8 +6,8 @@ code serves ``analyze DIR`` and ``analyze DIR --against DIR2 ...``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def _constructs(reports, out: Path) -> Path:
     )
     axes[1].set_title("Primitives per program")
     d_max = max([int(k) for r in reports for k in r["depth"]] + [0])
-    labels = [str(i) for i in range(0, d_max + 1)]
+    labels = [str(i) for i in range(d_max + 1)]
     _bars(
         axes[2],
         labels,
@@ -183,6 +183,7 @@ def _heatmaps(reports, out: Path) -> Path:
 
 def _samples(names: list[str], samples: Sequence[Sequence[str]], out: Path, per: int = 8) -> Path:
     from img2prog.lang.csg2d.rendering import render_gray
+    from img2prog.lang.errors import ProgramError
 
     plt = _plt()
     k = len(samples)
@@ -190,12 +191,15 @@ def _samples(names: list[str], samples: Sequence[Sequence[str]], out: Path, per:
     for row, (name, progs) in enumerate(zip(names, samples)):
         for col in range(per):
             ax = axes[row][col]
-            ax.axis("off")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():  # a thin frame shows where the canvas ends
+                spine.set_color("0.7")
             if col < len(progs):
                 try:
                     ax.imshow(render_gray(progs[col], 64), cmap="gray", vmin=0, vmax=255)
-                except Exception:  # noqa: BLE001 - an unrenderable sample shows as blank
-                    pass
+                except ProgramError:
+                    ax.text(0.5, 0.5, "does not\nrender", ha="center", va="center", fontsize=7, transform=ax.transAxes)
             if col == 0:
                 ax.set_title(name, fontsize=8, loc="left")
     fig.tight_layout()

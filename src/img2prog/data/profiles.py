@@ -10,8 +10,8 @@ Profiles can be mixed: ``"default=0.7,hard=0.3"`` (see :func:`parse_mixture`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
 #: Quads are emitted with angle 0 or 45 by default: a rectangle rotated by 90 is the same
 #: rectangle with width and height swapped, and one rotated by 180 + a is the one rotated by a.
@@ -95,7 +95,7 @@ class Profile:
         counts = [n for n, w in self.primitives if w > 0]
         return min(counts), max(counts)
 
-    def with_(self, **changes) -> "Profile":
+    def with_(self, **changes) -> Profile:
         """A copy with some fields changed (e.g. a frozen test-set recipe derived from one)."""
         return replace(self, **changes)
 

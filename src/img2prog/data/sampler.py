@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from img2prog.data.profiles import Profile
 from img2prog.lang.csg2d import rendering

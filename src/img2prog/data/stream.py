@@ -25,9 +25,9 @@ stream's image size, not barred by spelling or image at either size), with these
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
-from typing import Iterator
 
 import numpy as np
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,8 +54,10 @@ QUALITATIVE_PROGRAMS = (
     "(+ (Quad 8 10 2 8 0) (Quad 8 3 2 2 0))",
     "(+ (Quad 4 4 2 4 0) (Quad 12 4 2 4 45) (Quad 4 12 2 4 90) (Quad 12 12 2 4 135))",
     "(+ (- (Circle 5 7 5) (Circle 5 7 6)) (Quad 7 6 2 2 45) (Circle 2 4 10) (Circle 2 10 10))",
-    "(- (+ (- (Circle 5 8 8) (Circle 4 8 8)) (- (Circle 4 8 12) (Circle 3 8 13)) (- (Circle 4 5 6) "
-    "(Circle 3 4 5)) (- (Circle 4 11 6) (Circle 3 12 5))) (Circle 2 8 8))",
+    (
+        "(- (+ (- (Circle 5 8 8) (Circle 4 8 8)) (- (Circle 4 8 12) (Circle 3 8 13)) (- (Circle 4 5 6) "
+        "(Circle 3 4 5)) (- (Circle 4 11 6) (Circle 3 12 5))) (Circle 2 8 8))"
+    ),
 )
 
 # Profiles written out in full, as they were when version 1 was made: editing the named
@@ -191,7 +193,7 @@ def get_recipe(name: str) -> TestSetRecipe:
     if base not in _CURRENT:
         raise KeyError(f"unknown test set {name!r}; available: {', '.join(testset_names())}")
     if sep:
-        v = ver[1:] if ver.startswith("v") else ver
+        v = ver.removeprefix("v")
         if not v.isdigit() or f"{base}@{int(v)}" not in _RECIPES:
             versions = sorted(r.version for r in _RECIPES.values() if r.name == base)
             raise KeyError(f"test set {base!r} has no version {ver!r}; versions: {versions}")
@@ -218,7 +220,7 @@ def build_testset(name: str, workers: int | None = 1, _built: dict | None = None
     return [s.program for s in result.samples]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _frozen(key: str) -> tuple[str, ...]:
     from img2prog.data._testset_programs import PROGRAMS
 
@@ -242,14 +244,14 @@ def testset_programs(name: str) -> list[str]:
     return list(_frozen(get_recipe(name).key))
 
 
-def load_testset(name: str, size: int = 256) -> "Dataset":
+def load_testset(name: str, size: int = 256) -> Dataset:
     """A test set as a ``datasets.Dataset`` with columns ``program`` and ``image`` (RGB,
     ``size``×``size``, rendered exactly). Raises ``KeyError`` for an unknown name."""
     return _load_cached(get_recipe(name).key, size)
 
 
 @lru_cache(maxsize=16)
-def _load_cached(key: str, size: int) -> "Dataset":
+def _load_cached(key: str, size: int) -> Dataset:
     from img2prog.data.io import programs_to_dataset
 
     return programs_to_dataset(list(_frozen(key)), size=size, workers=1)

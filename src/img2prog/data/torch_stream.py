@@ -30,7 +30,8 @@ instead of silently replaying or skipping data.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info

@@ -30,7 +30,8 @@ def load_proposer(model: str, device: str, programs: list | None = None):
 
     ``synthetic`` is a fake model for trying the pipeline without weights: it proposes perturbed
     copies of the targets' true programs (targets must carry programs). Anything else goes to
-    the model package: ``img2prog.models.load_proposer(name_or_path, device=...)``.
+    the model package: ``img2prog.models.load_proposer(name_or_path, device=...)`` when it has
+    one, else the native model (:class:`img2prog.models.proposer.NativeProposer`).
     """
     if model == "synthetic" or model.startswith("synthetic:"):
         from img2prog.search.synthetic import PerturbingProposer
@@ -46,11 +47,13 @@ def load_proposer(model: str, device: str, programs: list | None = None):
         return PerturbingProposer(programs, edits=edits)
     import img2prog.models as models
 
-    loader = getattr(models, "load_proposer", None)
-    if loader is None:
-        _fail("this install has no model loader (img2prog.models.load_proposer); use --model synthetic to try the study")
     try:
-        return loader(model, device=device)
+        loader = getattr(models, "load_proposer", None)
+        if loader is not None:  # the model package's resolver knows every backend
+            return loader(model, device=device)
+        from img2prog.models.proposer import NativeProposer
+
+        return NativeProposer(model, device=device)
     except (FileNotFoundError, ValueError, KeyError) as e:
         _fail(str(e.args[0]) if e.args else str(e))
 

@@ -12,10 +12,11 @@ batch and refuses to start unless they are exactly the reply.
 Defaults and where they come from
 ---------------------------------
 - 4-bit NF4 base + LoRA on every linear layer of the language model, r = α = 16, dropout
-  0.05 — see :mod:`img2prog.models.hf.lora` and :mod:`img2prog.models.hf.backend`.
+  0.1 — see :mod:`img2prog.models.hf.lora` and :mod:`img2prog.models.hf.backend`.
 - learning rate 2e-4, constant schedule after a 3 % warm-up, gradient clipping at 0.3,
-  effective batch 16, no weight decay: QLoRA (Dettmers et al., 2023, appendix B.2, the
-  7B/13B settings); batch 16 is also what the seed assignment expects on a 24 GB L4.
+  batch 4 × 4 accumulation = 16, no weight decay: the QLoRA reference scripts for 7B/13B
+  models (Dettmers et al., 2023; github.com/artidoro/qlora, scripts/finetune_guanaco_7b.sh);
+  batch 16 is also what the seed assignment expects on a 24 GB L4.
 - paged AdamW (32-bit states) with 4-bit models (QLoRA §3: paging absorbs memory spikes from
   gradient checkpointing), plain AdamW otherwise.
 - exactly one epoch (the seed protocol), gradient checkpointing on CUDA.

@@ -24,7 +24,7 @@ def sft(
     max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")] = -1,
     lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")] = 16,
     lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1, help="LoRA scaling α (update scale α/r).")] = 16,
-    lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0.0, max=1.0)] = 0.05,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0.0, max=1.0)] = 0.1,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate.")] = 2e-4,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples per device step.")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Steps accumulated per update.")] = 4,

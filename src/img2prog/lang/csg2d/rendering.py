@@ -36,12 +36,12 @@ keeping the geometry engine and the fill routine guarantees parity.
 from __future__ import annotations
 
 import os
-import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from math import cos, pi, sin
+from multiprocessing import shared_memory
 
 import numpy as np
 import shapely
@@ -213,31 +213,37 @@ class GeometryMemo:
 
     def __init__(self, maxsize: int = 4096):
         self.maxsize = maxsize
-        self.hits = 0
+        self.hits = 0  # statistics only (not exact under concurrent use)
         self.misses = 0
         self._data: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()  # render_batch may be called from threads
 
+    # No lock: each OrderedDict call is atomic under the GIL, and the only interleavings that
+    # can hurt (an entry evicted or cleared between two calls) are caught below. A lost
+    # update costs a recomputation, never a wrong geometry.
     def get(self, key):
-        with self._lock:
-            geom = self._data.get(key)
-            if geom is None:
-                self.misses += 1
-            else:
-                self.hits += 1
-                self._data.move_to_end(key)
-            return geom
+        geom = self._data.get(key)
+        if geom is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        try:
+            self._data.move_to_end(key)
+        except KeyError:
+            pass
+        return geom
 
     def put(self, key, geom) -> None:
-        with self._lock:
-            self._data[key] = geom
-            if len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+        data = self._data
+        data[key] = geom
+        if len(data) > self.maxsize:
+            try:
+                data.popitem(last=False)
+            except KeyError:
+                pass
 
     def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self.hits = self.misses = 0
+        self._data.clear()
+        self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return len(self._data)
@@ -360,23 +366,28 @@ def _to_pixels(coords: np.ndarray, size: int, scale: float) -> list[float]:
     return pts.ravel().tolist()
 
 
+def _canvas(geom, size: int, rgb: bool) -> Image.Image:
+    """A Pillow image with ``geom`` drawn on it (greyscale "L" or "RGB")."""
+    if rgb:
+        # Pillow fills polygons with the same scan-line code for 8- and 32-bit images (only the
+        # pixel store differs), so this equals the greyscale drawing in all three channels —
+        # SPEC's final "convert to RGB" — without a conversion pass.
+        img = Image.new("RGB", (size, size), (255, 255, 255))
+        _draw(ImageDraw.Draw(img), geom, size, (0, 0, 0), (255, 255, 255))
+    else:
+        img = Image.new("L", (size, size), 255)
+        _draw(ImageDraw.Draw(img), geom, size, 0, 255)
+    return img
+
+
 def rasterize(geom, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Draw a geometry; returns an (S, S) uint8 greyscale array (0 black, 255 white)."""
-    img = Image.new("L", (size, size), 255)
-    _draw(ImageDraw.Draw(img), geom, size, 0, 255)
-    return _to_array(img)
+    return _to_array(_canvas(geom, size, rgb=False))
 
 
 def rasterize_rgb(geom, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """Draw a geometry straight onto an RGB canvas; returns (S, S, 3) uint8.
-
-    Pillow fills polygons with the same scan-line code for 8-bit and 32-bit images (only the
-    pixel store differs), so this equals ``rasterize`` expanded to three channels, and it is
-    cheaper than expanding: SPEC's "convert to RGB" then costs nothing.
-    """
-    img = Image.new("RGB", (size, size), (255, 255, 255))
-    _draw(ImageDraw.Draw(img), geom, size, (0, 0, 0), (255, 255, 255))
-    return _to_array(img)
+    """Draw a geometry; returns an (S, S, 3) uint8 RGB array, all channels equal."""
+    return _to_array(_canvas(geom, size, rgb=True))
 
 
 def _to_array(img: Image.Image) -> np.ndarray:
@@ -423,41 +434,67 @@ def mask(program: Program | str, size: int = DEFAULT_SIZE) -> np.ndarray:
 # Batch rendering.
 # --------------------------------------------------------------------------------------
 
-def _render_chunk(args: tuple[list, int, bool]) -> tuple[np.ndarray, list]:
-    programs, size, rgb = args
-    shape = (len(programs), size, size, 3) if rgb else (len(programs), size, size)
-    out = np.full(shape, 255, dtype=np.uint8)
+def _render_into(out: np.ndarray, start: int, programs: list, size: int, rgb: bool) -> list:
+    """Render ``programs`` into ``out[start:]``; failures leave a white slot and an error."""
     errors: list = [None] * len(programs)
-    draw = rasterize_rgb if rgb else rasterize
     for i, p in enumerate(programs):
         try:
-            out[i] = draw(_geometry_or_raise(p), size)
+            out[start + i] = np.asarray(_canvas(_geometry_or_raise(p), size, rgb))
         except ProgramError as e:
+            out[start + i] = 255
             errors[i] = e
-    return out, errors
+    return errors
+
+
+def _render_shared(job: tuple) -> tuple[int, list]:
+    """Worker: render one chunk straight into the parent's shared output array."""
+    name, shape, start, programs, size, rgb = job
+    shm = shared_memory.SharedMemory(name=name)
+    try:
+        out = np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
+        errors = _render_into(out, start, programs, size, rgb)
+        del out  # release the view before closing the mapping
+    finally:
+        _close(shm)
+    return start, errors
+
+
+def _close(shm: shared_memory.SharedMemory) -> None:
+    try:
+        shm.close()
+    except BufferError:  # a view is still held by an exception in flight; let that one surface
+        pass
 
 
 def _batch(programs, size: int, workers: int | None, chunk_size: int | None, rgb: bool):
     _check_size(size)
     programs = list(programs)
     n = len(programs)
+    shape = (n, size, size, 3) if rgb else (n, size, size)
     if workers is None:
         # A pool costs tens of milliseconds to start; below ~1,000 programs it does not pay.
         workers = min(os.cpu_count() or 1, 8) if n >= 1024 else 1
     if chunk_size is None:
-        # A few chunks per worker balance the load; larger chunks amortise pickling.
+        # A few chunks per worker balance the load; larger chunks amortise the messages.
         chunk_size = max(16, min(256, -(-n // (4 * max(workers, 1)))))
     if workers <= 1 or n <= chunk_size:
-        return _render_chunk((programs, size, rgb))
-    chunks = [programs[i : i + chunk_size] for i in range(0, n, chunk_size)]
-    out = np.empty((n, size, size, 3) if rgb else (n, size, size), dtype=np.uint8)
-    errors: list = []
-    with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
-        i = 0
-        for arr, errs in pool.map(_render_chunk, [(c, size, rgb) for c in chunks]):
-            out[i : i + len(arr)] = arr
-            errors.extend(errs)
-            i += len(arr)
+        out = np.empty(shape, dtype=np.uint8)
+        return out, _render_into(out, 0, programs, size, rgb)
+    # Workers write pixels into one shared array: images never travel through pickles
+    # (an RGB image at 256 px is 192 KiB), only programs and errors do.
+    shm = shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape))))
+    try:
+        jobs = [(shm.name, shape, lo, programs[lo : lo + chunk_size], size, rgb) for lo in range(0, n, chunk_size)]
+        errors: list = [None] * n
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            for lo, errs in pool.map(_render_shared, jobs):
+                errors[lo : lo + len(errs)] = errs
+        view = np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
+        out = view.copy()
+        del view
+    finally:
+        _close(shm)
+        shm.unlink()
     return out, errors
 
 

@@ -52,6 +52,10 @@ class TinySpec:
     image_size: int = 32  # pixels the image processor resizes to
     patch_size: int = 8  # vision patches: (32 / 8)^2 = 16, pooled/merged to 4 image tokens
     max_positions: int = 2048
+    #: std of the random weights. Larger than the usual 0.02 so that logits span a useful
+    #: range: with 0.02 a 32-wide model's logits are nearly uniform and fine-tuning only the
+    #: LoRA adapters cannot make its predictions confident.
+    init_std: float = 0.2
     seed: int = 0
 
 
@@ -216,6 +220,7 @@ def _gemma3(spec: TinySpec, tok, template: str):
         "sliding_window": 64, "layer_types": ["sliding_attention", "full_attention"] * (spec.num_layers // 2)
         + ["sliding_attention"] * (spec.num_layers % 2),
         "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+        "initializer_range": spec.init_std,
     }
     vision = {
         "model_type": "siglip_vision_model", "hidden_size": spec.vision_hidden_size,
@@ -250,6 +255,7 @@ def _qwen2_5_vl(spec: TinySpec, tok, template: str):
         "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
                          "mrope_section": [half - 2 * (half // 3), half // 3, half // 3]},
         "pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "bos_token_id": None,
+        "initializer_range": spec.init_std,
     }
     patch = spec.patch_size // 2  # Qwen merges 2×2 patches into one token: keep 4 tokens per image
     vision = {
@@ -284,6 +290,7 @@ def _idefics3(spec: TinySpec, tok, template: str):
         "num_attention_heads": spec.num_heads, "num_key_value_heads": spec.num_kv_heads,
         "max_position_embeddings": spec.max_positions, "pad_token_id": tok.pad_token_id,
         "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+        "initializer_range": spec.init_std,
     }
     vision = {
         "hidden_size": spec.vision_hidden_size, "intermediate_size": 2 * spec.vision_hidden_size,
@@ -350,7 +357,7 @@ def build_tiny_text(out_dir: str | Path, *, spec: TinySpec = TinySpec()) -> Path
         num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
         head_dim=spec.head_dim, max_position_embeddings=spec.max_positions, sliding_window=64,
         layer_types=["sliding_attention", "full_attention"], pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, initializer_range=spec.init_std,
     )
     model = Gemma3ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=[tok.eos_token_id], pad_token_id=tok.pad_token_id,
