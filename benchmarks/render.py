@@ -1,6 +1,7 @@
 """Render benchmark: img2prog's csg2d renderer against the seed-style recipe.
 
     python benchmarks/render.py [--n N] [--seed S] [--repeats R] [--batch-n M] [--workers W]
+    python benchmarks/render.py --parity N [--seed S]     # exactness sweep, no timing
 
 Both sides get the same random programs (as text) in the same process:
 
@@ -11,17 +12,18 @@ Both sides get the same random programs (as text) in the same process:
 Every program's two images are compared pixel for pixel before anything is timed; a single
 difference aborts the run. Each side is timed several times, ours and the seed interleaved
 (so machine load hits both alike), and the median is reported, by wall clock and by the
-process's CPU time (on a shared machine the latter is the steadier of the two). Our caches — primitive
-geometry, the operation memo, interned parse nodes — are cleared before every repeat, so a
-repeat never profits from the one before it; within a repeat they work as they would in any
-run (random programs share circles, rarely anything else).
+process's CPU time (on a shared machine the latter is the steadier of the two). Our caches
+(primitive geometry, the operation memo, interned parse nodes) are cleared before every
+repeat, so a repeat never profits from the one before it; within a repeat they work as they
+would in any run (random programs share circles, rarely anything else).
 
 Rows: single circles, single quads, unions of 8 circles, and nested trees of 8–12
 primitives (unions and differences, 2–4 operands each). Angles are the documented multiples
 of 45. Programs on which the reference's geometry engine fails are drawn again (their count
-is printed). Then ``Language.render_batch`` in one process and with ``--workers`` processes
-(pool start-up included) on ``--batch-n`` nested programs, and a search-like workload
-(mutants of a few base programs) with and without the operation memo.
+is printed). Then the share of GEOS overlay calls in our time on the nested row,
+``Language.render_batch`` in one process and with ``--workers`` processes (pool start-up
+included) on ``--batch-n`` nested programs, and a search-like workload (mutants of a few
+base programs) with and without the operation memo.
 """
 
 from __future__ import annotations
@@ -213,6 +215,33 @@ def parity(n: int, seed: int, size: int, workers: int) -> None:
         sys.exit(1)
 
 
+def geos_share(texts: list[str], size: int) -> tuple[float, float]:
+    """CPU seconds spent inside GEOS union/difference, and in total, rendering ``texts`` once."""
+    spent = [0.0]
+
+    def timed(op):
+        def call(a, b):
+            t0 = time.process_time()
+            try:
+                return op(a, b)
+            finally:
+                spent[0] += time.process_time() - t0
+
+        return call
+
+    union, difference = rendering._union, rendering._difference
+    rendering._union, rendering._difference = timed(union), timed(difference)
+    try:
+        rendering.clear_caches()
+        t0 = time.process_time()
+        for t in texts:
+            rendering.render(t, size)
+        total = time.process_time() - t0
+    finally:
+        rendering._union, rendering._difference = union, difference
+    return spent[0], total
+
+
 def check_identical(texts: list[str], size: int) -> None:
     for t in texts:
         ours, ref = rendering.render(t, size), seed_render(t, size)
@@ -257,6 +286,12 @@ def main() -> None:
         note = f" ({failures} GEOS failures redrawn)" if failures else ""
         print(f"| {name} | {sw:,.0f} ({sc:,.0f}) | {ow:,.0f} ({oc:,.0f}) | {ow / sw:.1f}× ({oc / sc:.1f}×) "
               f"| yes, {len(texts)}/{len(texts)}{note} |", flush=True)
+
+    # Where our time goes on the last (nested) row: GEOS overlays vs everything else.
+    overlay, total = geos_share(texts, size)
+    print()
+    print(f"Nested row, ours: {total * 1e3 / len(texts):.3f} ms CPU per render, of which GEOS union/difference "
+          f"calls {overlay * 1e3 / len(texts):.3f} ms ({overlay / total:.0%}); the seed recipe makes the same calls.")
 
     # Batches: Language.render_batch (RGB, what metrics use) on nested programs.
     csg = get_language("csg2d")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from lark import Lark, Transformer
 
-from img2prog.lang.csg2d.ast import Circle, Difference, EMPTY, Quad, Union
+from img2prog.lang.csg2d.ast import EMPTY, Circle, Difference, Quad, Union
 from img2prog.lang.csg2d.rendering import rasterize_reference, reference_geometry
 
 GRAMMAR = r"""

@@ -160,22 +160,28 @@ def test_primitive_geometry_is_the_reference_geometry():
     """The fast primitive constructors give the reference's geometry, bit for bit (WKB).
 
     Circles exhaustively (all 16³); quads on every angle for a few boxes (degenerate ones
-    included) plus a random sample. See the comment above ``rendering._quad`` for why.
+    included) plus a random sample. Both ways primitives are made: many per GEOS call (what
+    ``geometry`` does for a program) and one at a time. See the comment above
+    ``rendering._origin_circle`` for why they agree.
     """
     from shapely.affinity import rotate
     from shapely.geometry import Point, box
 
-    for r in range(16):
-        for x in range(16):
-            for y in range(16):
-                assert rendering._circle(r, x, y).wkb == Point(x, y).buffer(r).wkb, (r, x, y)
     rng = random.Random(99)
     boxes = [(0, 0, 0, 0), (15, 15, 15, 15), (7, 3, 0, 9), (2, 9, 11, 0), (8, 8, 15, 1)]
-    cases = [(*b, a) for a in range(360) for b in boxes]
-    cases += [(*(rng.randint(0, 15) for _ in range(4)), rng.randint(0, 359)) for _ in range(3000)]
-    for x, y, w, h, a in cases:
-        ref = rotate(box(x - w / 2, y - h / 2, x + w / 2, y + h / 2), a, origin=(x, y))
-        assert rendering._quad(x, y, w, h, a).wkb == ref.wkb, (x, y, w, h, a)
+    quads = [(*b, a) for a in range(360) for b in boxes]
+    quads += [(*(rng.randint(0, 15) for _ in range(4)), rng.randint(0, 359)) for _ in range(3000)]
+    circles = [(r, x, y) for r in range(16) for x in range(16) for y in range(16)]
+    nodes = [Circle(*c) for c in circles] + [Quad(*q) for q in quads]
+    expected = [Point(x, y).buffer(r).wkb for r, x, y in circles]
+    expected += [rotate(box(x - w / 2, y - h / 2, x + w / 2, y + h / 2), a, origin=(x, y)).wkb for x, y, w, h, a in quads]
+    batched = rendering._build_primitives(nodes)
+    for node, geom, wkb in zip(nodes, batched, expected):
+        assert geom.wkb == wkb, node
+    for node, wkb in list(zip(nodes, expected))[::7]:
+        assert rendering._build_primitives([node])[0].wkb == wkb, node
+    assert rendering._circle(3, 4, 5).wkb == Point(4, 5).buffer(3).wkb
+    assert rendering._quad(1, 2, 3, 4, 5).wkb == rotate(box(-0.5, 0, 2.5, 4), 5, origin=(1, 2)).wkb
 
 
 # --------------------------------------------------------------------------------------
@@ -308,6 +314,23 @@ def test_batch_errors_keep_offsets_across_processes():
             assert errors[i + 2].offset == 14 and "out of range" in str(errors[i + 2])
             assert (out[i + 1] == 255).all() and (out[i + 3] == 255).all()
             assert np.array_equal(out[i], render_gray("(Circle 3 8 8)", 32))
+
+
+def test_batch_in_waves_when_shared_memory_is_small(monkeypatch):
+    rng = random.Random(5)
+    programs = [random_program(rng) for _ in range(150)] + ["(Circle 3 8)"]
+    expected, expected_errors = render_batch_rgb(programs, 64, workers=1)
+    image_bytes = 64 * 64 * 3
+    # Room for 3 chunks of 16 per wave: 4 waves through one pool.
+    monkeypatch.setattr(rendering, "_shared_memory_budget", lambda: 3 * 16 * image_bytes + 5)
+    out, errors = render_batch_rgb(programs, 64, workers=2, chunk_size=16)
+    assert np.array_equal(out, expected)
+    assert [type(e) for e in errors] == [type(e) for e in expected_errors]
+    assert errors[-1].offset == 11
+    # No room at all: stays in process, same result.
+    monkeypatch.setattr(rendering, "_shared_memory_budget", lambda: 0)
+    out, _ = render_batch_rgb(programs, 64, workers=2, chunk_size=16)
+    assert np.array_equal(out, expected)
 
 
 def test_batch_edge_sizes():

@@ -54,3 +54,33 @@ def test_shifted_mask_matches_translated_subtree_away_from_borders():
     moved = Union((Quad(7, 6, 3, 2, 0), Quad(10, 7, 2, 4, 0)))
     shifted = approx.shifted(node, 1, -1).full(SIZE)
     assert np.array_equal(shifted, approx.mask(moved))
+
+
+def test_move_edits_keep_every_operand_and_score_like_the_program():
+    from img2prog.lang.csg2d.ast import num_nodes, primitives
+    from img2prog.search.edits import move_edits
+
+    rng = random.Random(4)
+    for _ in range(10):
+        program = random_program(rng, rng.randint(3, 7))
+        target = Target.from_program(random_program(rng, 4), SIZE)
+        approx = Approx(target, PrimitiveMasks(SIZE))
+        ctx = _StepContext(approx, program)
+        moves = move_edits(program)
+        for e in moves:
+            moved = e.apply(program)
+            assert sorted(map(str, primitives(moved))) == sorted(map(str, primitives(program)))
+            assert num_nodes(moved) - num_nodes(program) == e.growth
+            assert abs(ctx.score(e) - approx.score(moved)) < 1e-12
+
+
+def test_batched_scores_equal_one_by_one_scores():
+    rng = random.Random(8)
+    for _ in range(10):
+        target = Target.from_program(random_program(rng, rng.randint(2, 6)), SIZE)
+        approx = Approx(target, PrimitiveMasks(SIZE))
+        program = random_program(rng, rng.randint(1, 7))
+        ctx = _StepContext(approx, program)
+        edits = local_edits(program, ("param", "pairs", "remove", "swap", "translate"))
+        edits.append(add_edit(program, (), WRAP_UNION, random_primitive(rng)))
+        assert np.allclose(ctx.score_all(edits), [ctx.score(e) for e in edits], rtol=0, atol=1e-12)

@@ -117,7 +117,9 @@ class Validator:
     pruned: int = 0
 
     def __post_init__(self) -> None:
-        self.sizes = tuple(sorted(set(self.sizes) | {SPEC_SIZE}, reverse=True))
+        # Smallest first: a removal invisible at the small size is rejected before the
+        # dearer 256-px raster is drawn (an accepted operand must pass every size anyway).
+        self.sizes = tuple(sorted(set(self.sizes) | {SPEC_SIZE}))
         if self.bar is not None:
             for s in self.sizes:  # compute the bar's image keys once, up front
                 self.bar.image_keys(s)

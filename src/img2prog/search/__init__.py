@@ -16,7 +16,7 @@
 
 from img2prog.search.api import search, search_batch
 from img2prog.search.base import Candidate, ProposalMethod, Proposer, SearchResult
-from img2prog.search.refine import RefineConfig, refine
+from img2prog.search.refine import RefineConfig, Refiner
 from img2prog.search.scorers import (
     LikelihoodScorer,
     RewardModelScorer,
@@ -55,6 +55,7 @@ __all__ = [
     "Proposer",
     "Refine",
     "RefineConfig",
+    "Refiner",
     "RewardModelScorer",
     "Scorer",
     "SearchResult",
@@ -64,7 +65,6 @@ __all__ = [
     "VerifierScorer",
     "get_scorer",
     "get_strategy",
-    "refine",
     "search",
     "search_batch",
     "select_best",

@@ -42,11 +42,12 @@ WRAP_DIFF = "wrap-"  # the node at `path` becomes (- node part)
 
 LOCAL_MOVES = ("param", "remove", "swap", "translate")  # the first ring, tried every step
 PAIR_MOVES = ("pairs",)  # two steps on one primitive: tried when the first ring finds nothing
+STRUCTURE_MOVES = ("move",)  # regroupings: tried when no step on a primitive helps
 
 
 @dataclass(frozen=True)
 class Edit:
-    kind: str  # "param" | "pairs" | "remove" | "swap" | "translate" | "add"
+    kind: str  # "param" | "pairs" | "remove" | "swap" | "translate" | "move" | "add"
     path: Path  # the node this edit rewrites
     node: Program  # what the node at `path` becomes
     slot: str  # REPLACE | APPEND | WRAP_UNION | WRAP_DIFF
@@ -212,6 +213,63 @@ def local_edits(program: Program, moves: tuple[str, ...] = LOCAL_MOVES) -> list[
                 new = translate(node, dx, dy)
                 if new is not None:
                     out.append(Edit("translate", path, new, REPLACE, new, (dx, dy)))
+    return out
+
+
+def _without(node: Union | Difference, j: int) -> Program:
+    """``node`` without operand ``j``; an operation left with one operand becomes that operand."""
+    rest = node.operands[:j] + node.operands[j + 1 :]
+    return rest[0] if len(rest) == 1 else type(node)(rest)
+
+
+def _common(a: Path, b: Path) -> Path:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def move_edits(program: Program) -> list[Edit]:
+    """Regroupings: move one operand (a whole subtree) to another place in the tree.
+
+    Models often get the parts right but group them wrongly — a hole cut from the wrong shape, a
+    shape in the wrong union. Two kinds of move fix that without disturbing anything else:
+    append the operand to another operation (into a union: draw it there; into a difference:
+    cut it there), or cut a subtracted operand from another node instead (``node`` becomes
+    ``(- node operand)``). The edit rewrites the lowest common ancestor of the two places.
+    """
+    if isinstance(program, Empty):
+        return []
+    nodes = list(iter_nodes(program))
+    operations = [(p, n) for p, n in nodes if isinstance(n, (Union, Difference))]
+    out: list[Edit] = []
+    for parent_path, parent in operations:
+        for j, operand in enumerate(parent.operands):
+            src = parent_path + (j,)
+            collapse = len(parent.operands) == 2
+            is_subtractor = isinstance(parent, Difference) and j > 0
+            for dst, target in nodes:
+                if dst[: len(src)] == src:  # inside the moved operand (or the operand itself)
+                    continue
+                if src[: len(dst)] == dst:  # an ancestor of the operand: only appending makes sense
+                    if dst == parent_path or not isinstance(target, (Union, Difference)):
+                        continue
+                    kinds = ("append",)
+                else:
+                    kinds = ("append",) if isinstance(target, (Union, Difference)) else ()
+                    kinds += ("cut",) if is_subtractor else ()
+                for kind in kinds:
+                    if kind == "append":
+                        placed = type(target)(target.operands + (operand,))
+                    else:
+                        placed = Difference((target, operand))
+                    # Insert first: appending or wrapping at dst leaves the operand's path as is.
+                    moved = replace_at(program, dst, placed)
+                    moved = replace_at(moved, parent_path, _without(node_at(moved, parent_path), j))
+                    lca = _common(parent_path, dst)
+                    new = node_at(moved, lca)
+                    growth = (kind == "cut") - collapse
+                    out.append(Edit("move", lca, new, REPLACE, new, growth=growth))
     return out
 
 

@@ -267,6 +267,36 @@ class Slot:
         union = area + self.cT - inter
         return 1.0 if union == 0 else inter / union
 
+    def score_many(self, crops: list[Crop]) -> np.ndarray:
+        """:meth:`score` for many crops at once: they are stacked into their common bounding
+        box and contracted with the packed weights in one call."""
+        live = [c for c in crops if not c.empty]
+        out = np.empty(len(crops))
+        if len(live) < 2:
+            return np.array([self.score(c) for c in crops])
+        y0 = min(c.y0 for c in live)
+        x0 = min(c.x0 for c in live)
+        y1 = max(c.y0 + c.mask.shape[0] for c in live)
+        x1 = max(c.x0 + c.mask.shape[1] for c in live)
+        stack = np.zeros((len(live), y1 - y0, x1 - x0))
+        for k, c in enumerate(live):
+            h, w = c.mask.shape
+            stack[k, c.y0 - y0 : c.y0 - y0 + h, c.x0 - x0 : c.x0 - x0 + w] = c.weights
+        t = stack.reshape(len(live), -1) @ self._packed()[y0:y1, x0:x1].ravel()
+        d_inter = np.floor((t + self._SHIFT / 2) / self._SHIFT)
+        inter = self.cQT + d_inter
+        area = self.cQ + (t - d_inter * self._SHIFT)
+        union = area + self.cT - inter
+        scores = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        j = 0
+        for i, c in enumerate(crops):
+            if c.empty:
+                out[i] = self.score(c)
+            else:
+                out[i] = scores[j]
+                j += 1
+        return out
+
     def counts_lowres(self, stride: int) -> np.ndarray:
         """(4, M) float32 rows [PT, QT, P, Q] subsampled at pixel centres every ``stride``
         pixels: the vectors the add-primitive pre-filter correlates candidates with."""
@@ -312,3 +342,18 @@ class StepContext:
         else:
             part = self.approx.crop(edit.part)
         return self.slot(edit.path, edit.slot).score(part)
+
+    def score_all(self, edits: list[Edit]) -> np.ndarray:
+        """:meth:`score` for many edits; those putting a primitive into the same slot (all the
+        parameter steps of one primitive, say) are scored together in one contraction."""
+        out = np.empty(len(edits))
+        groups: dict[tuple, list[int]] = {}
+        for i, e in enumerate(edits):
+            if e.shift is None and isinstance(e.part, (Circle, Quad)):
+                groups.setdefault((e.path, e.slot), []).append(i)
+            else:
+                out[i] = self.score(e)
+        for (path, kind), idx in groups.items():
+            crops = [self.approx.crop(edits[i].part) for i in idx]
+            out[idx] = self.slot(path, kind).score_many(crops)
+        return out

@@ -11,7 +11,8 @@ One step:
    Only exact scores are ever compared, so refinement never returns anything worse than its
    start;
 3. if none helps, try pairs of steps on one primitive (shrink *and* move a circle), then
-   adding a primitive where the error is largest (:mod:`img2prog.search.additions`), ranked
+   regroupings (move an operand to another operation), then adding a primitive where the
+   error is largest (:mod:`img2prog.search.additions`), ranked
    and confirmed the same way. Additions come last because they always find *something* that
    helps a little, and accepting that early clutters the program where two small steps would
    have fixed it;
@@ -28,21 +29,21 @@ import numpy as np
 
 from img2prog.lang.csg2d.ast import EMPTY
 from img2prog.search.additions import AdditionConfig, Additions
-from img2prog.search.edits import LOCAL_MOVES, PAIR_MOVES, Edit, local_edits
+from img2prog.search.edits import LOCAL_MOVES, PAIR_MOVES, STRUCTURE_MOVES, Edit, local_edits, move_edits
 from img2prog.search.raster import Approx, StepContext
 from img2prog.search.verify import Evaluated, Target, Verifier
 
 
 @dataclass
 class RefineConfig:
-    moves: tuple[str, ...] = (*LOCAL_MOVES, *PAIR_MOVES, "add")
+    moves: tuple[str, ...] = (*LOCAL_MOVES, *PAIR_MOVES, *STRUCTURE_MOVES, "add")
     confirm: int = 4  # edits rendered exactly per round
     max_confirm: int = 16  # exact renders per step before the step gives up
     margin: float = 0.01  # confirm only edits whose approximate IoU is within this of the current one
     # Endgame: when no ranked edit helps, render up to this many first- and second-ring edits
     # exactly (within the margin). Near a match, the few pixels that still differ are below
     # what the approximation can see, so only exact renders can find the last step.
-    exhaustive: int = 192
+    exhaustive: int = 0
     # An addition must gain at least this much IoU: smaller gains come from slivers along
     # boundaries, and accepting them piles up junk primitives that later edits must work around.
     min_add_gain: float = 0.002
@@ -123,6 +124,7 @@ class Refiner:
         tiers = [  # (edits, minimum IoU gain)
             (lambda: local_edits(cur.ast, tuple(m for m in moves if m in LOCAL_MOVES)), 0.0),
             (lambda: local_edits(cur.ast, tuple(m for m in moves if m in PAIR_MOVES)), 0.0),
+            (lambda: move_edits(cur.ast) if "move" in moves else [], 0.0),
             (lambda: self.additions.edits(cur.ast, downsample(cur.mask, self.rank_size), ctx) if "add" in moves else [],
              self.config.min_add_gain),
         ]
@@ -150,7 +152,7 @@ class Refiner:
         if not edits:
             return None
         cfg = self.config
-        scores = np.array([ctx.score(e) for e in edits])
+        scores = ctx.score_all(edits)
         # Best first; among equal scores, the edit leaving the smaller program first.
         growth = np.array([e.growth for e in edits])
         order = np.lexsort((growth, -scores))

@@ -51,6 +51,7 @@ def native(
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Seconds; save and stop when exceeded."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Seconds of training: lowers --steps to fit (timed early, before warmup ends)."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Save and stop at this step (resume later)."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Start from these weights (fine-tune)."),
     model_json: Optional[str] = typer.Option(None, "--model-config", help='JSON overrides, e.g. \'{"dec_layers": 3}\'.'),
 ) -> None:
     """Train the native image→program model from scratch on the handcrafted generator.
@@ -81,7 +82,7 @@ def native(
         data=DataConfig(mixture=mixture, seed=seed, reuse=reuse, chunk_blocks=chunk_blocks, data_shards=shards),
         workers=workers, eval_every=eval_every, eval_sets=tuple(s for s in eval_sets.split(",") if s),
         eval_limit=eval_limit, ckpt_every=ckpt_every, snapshot_every=snapshot_every, log_every=log_every, compile=compile,
-        time_limit=time_limit, time_budget=time_budget, stop_at=stop_at,
+        time_limit=time_limit, time_budget=time_budget, stop_at=stop_at, init_from=init_from,
     )
     try:
         summary = train(cfg, out, resume=resume, device=device)

@@ -67,6 +67,7 @@ class TrainConfig:
     # (before the warmup ends, so the LR schedule is exactly that of a run given those steps).
     time_budget: float | None = None
     stop_at: int | None = None  # save and stop at this step, as if interrupted
+    init_from: str | None = None  # start from these weights (a model folder or shipped name): fine-tuning
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -259,6 +260,12 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str |
                             lr=cfg.lr, betas=(0.9, cfg.beta2), fused=d.device.type == "cuda")
     start = 0
     history: dict = {"curve": []}
+    if cfg.init_from and not resume:
+        src = NativeModel.from_pretrained(cfg.init_from)
+        if asdict(src.config) != asdict(model.config):
+            raise ValueError(f"--init-from {cfg.init_from}: its config differs from preset {cfg.preset!r} + overrides")
+        model.load_state_dict(src.state_dict())
+        echo(f"initialised from {cfg.init_from}")
     if resume:
         state = load_checkpoint(ckpt_dir, model, opt, d)
         start = state["step"]

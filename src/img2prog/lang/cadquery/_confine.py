@@ -168,7 +168,8 @@ def _landlock(workdir: str) -> int:
     try:
         dir_fd = os.open(workdir, os.O_PATH | os.O_DIRECTORY)
         try:
-            rule = struct.pack("<Qi", fs_all, dir_fd)  # landlock_path_beneath_attr is packed
+            # Inside the working directory: every handled right (a rule may only grant those).
+            rule = struct.pack("<Qi", handled_fs, dir_fd)  # landlock_path_beneath_attr is packed
             rbuf = ctypes.create_string_buffer(rule, len(rule))
             _check(_libc.syscall(_SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset),
                                  ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH), rbuf, ctypes.c_uint32(0)),

@@ -39,6 +39,8 @@ MAX_TOTAL_SEGMENTS = 4096  # lines + arcs + circles per program
 MAX_FINISHES = 8  # fillets + chamfers per program
 #: relative tolerance for "x_dir is perpendicular to normal" (GenCAD planes carry 6e-17 noise)
 PERPENDICULAR_TOL = 1e-6
+#: CadQuery's ``close()`` adds no closing segment when the pen is this close to the start
+CLOSE_TOL = 1e-6
 
 BOOLEAN_OPS = ("union", "cut", "intersect")
 FINISH_OPS = ("fillet", "chamfer")
@@ -145,8 +147,10 @@ Segment = Line | Arc
 class Loop:
     """Closed wire: ``.moveTo(start)``, the segments, then ``.close()``.
 
-    ``close()`` adds a straight segment back to ``start`` unless the last segment already
-    ends there (within CadQuery's 1e-6).
+    A loop is always stored closed: ``close()`` adds a straight segment back to ``start``
+    unless the last segment already ends there (within CadQuery's 1e-6), and so does this
+    constructor, so ``...lineTo(0, 1).close()`` and ``...lineTo(0, 1).lineTo(0, 0).close()``
+    are one program (printed with the explicit closing segment, as GenCAD-Code writes it).
     """
 
     start: Vec2
@@ -156,11 +160,14 @@ class Loop:
         _set(self, "start", _vec("moveTo point", self.start, 2))
         if not isinstance(self.segments, tuple) or not self.segments:
             raise ProgramError("a loop needs at least one lineTo/threePointArc before close()")
-        if len(self.segments) > MAX_SEGMENTS:
-            raise ProgramError(f"a loop has {len(self.segments)} segments; the limit is {MAX_SEGMENTS}")
         for s in self.segments:
             if not isinstance(s, (Line, Arc)):
                 raise ProgramError(f"loop segments must be Line or Arc, got {s!r}")
+        end = self.segments[-1].end
+        if math.hypot(end[0] - self.start[0], end[1] - self.start[1]) > CLOSE_TOL:
+            _set(self, "segments", (*self.segments, Line(self.start)))
+        if len(self.segments) > MAX_SEGMENTS:
+            raise ProgramError(f"a loop has {len(self.segments)} segments; the limit is {MAX_SEGMENTS}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,11 +160,15 @@ def parse(text: str) -> Program:
         raise ProgramError(f"a CadQuery script must be text, got {type(text).__name__}")
     if len(text) > MAX_SCRIPT_CHARS:
         raise ProgramError(f"script is {len(text)} characters long; the limit is {MAX_SCRIPT_CHARS}")
+    if "\x00" in text:
+        raise ProgramError("script contains a NUL character", text.index("\x00"))
     lines = _LineIndex(text)
     try:
         tree = pyast.parse(text, mode="exec")
     except SyntaxError as e:
-        offset = lines.offset(e.lineno or 1, (e.offset or 1) - 1, chars=True)
+        if e.lineno is None:
+            raise ProgramError(f"invalid Python syntax ({e.msg})") from None
+        offset = lines.offset(e.lineno, (e.offset or 1) - 1, chars=True)
         line = (e.text or "").strip()
         shown = f": {line[:80]!r}" if line else ""
         raise ProgramError(f"invalid Python syntax ({e.msg}) at line {e.lineno}{shown}", offset) from None
@@ -370,6 +374,9 @@ class _Interpreter:
             calls.append(cur)
             cur = cur.func.value
         calls.reverse()
+        if isinstance(cur, pyast.Attribute):
+            _check_name(cur.attr, cur)
+            raise _Fail(f"attribute access .{cur.attr} is not allowed (only calls on cq, math and variables)", cur)
         if not isinstance(cur, pyast.Name):
             raise _Fail(f"method calls must start from a variable or module; {_describe(cur)} are not allowed", cur)
         base = self.lookup(cur)

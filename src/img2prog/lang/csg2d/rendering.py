@@ -12,20 +12,21 @@ Two paths:
 
   1. a linear-time parser instead of Earley (``parser.py``);
   2. primitive polygons built directly from their coordinates (the reference goes through
-     ``Point.buffer`` and ``affinity.rotate``) and cached — see the comment above ``_quad``
-     for why the coordinates are bit-identical;
+     ``Point.buffer`` and ``affinity.rotate``), several per GEOS call, and cached; the
+     comment above ``_origin_circle`` says why the coordinates are bit-identical;
   3. a bounded memo of operation results (:class:`GeometryMemo`): programs that share a
      subtree or the first operands of an operation (search, evolution, best-of-N samples)
      reuse GEOS results; GEOS is deterministic, so a memoised result *is* the reference's;
   4. drawing straight onto an RGB canvas (Pillow's polygon fill is the same code for 8- and
      32-bit images), so no greyscale-to-RGB conversion;
-  5. :func:`render_batch` spreads large jobs over processes, in chunks.
+  5. :func:`render_batch` spreads large jobs over processes, which write their images into
+     shared memory (no pickled pixels).
 
   What remains is GEOS's overlay itself (about 0.05 ms per union/difference of two ~65-vertex
-  rings), which dominates programs with several operations. We found no cheaper call that
-  returns the same geometry: GEOS short-circuits unions of disjoint envelopes already, and a
-  difference with disjoint envelopes returns its left operand with the ring re-started at a
-  different vertex, which can change Pillow's fill, so it cannot be skipped.
+  rings), about half the time of a nested program. We found no cheaper call that returns the
+  same geometry: GEOS short-circuits unions of disjoint envelopes already, and a difference
+  with disjoint envelopes returns its left operand with the ring restarted at another vertex
+  (sometimes reversed), a different geometry, so skipping that call would not be exact.
 
 Why not a pure numpy rasteriser: Pillow's polygon fill has its own edge rules, and the
 polygon shapely returns after a boolean operation carries intersection vertices computed in
@@ -133,27 +134,17 @@ _difference = shapely.lib.difference
 #
 # - Quad: ``rotate(box(...), angle, origin=(x, y))`` is an affine map whose coefficients
 #   shapely computes in Python floats and applies with numpy as ``a*x + b*y + xoff``
-#   (separate IEEE multiplies and adds, no fused multiply-add). ``_quad`` evaluates the same
-#   expressions in the same order on the same doubles, so every coordinate is identical by
+#   (separate IEEE multiplies and adds, no fused multiply-add). ``_quad_ring`` evaluates the
+#   same expressions in the same order on the same doubles, so every coordinate is identical by
 #   construction; so is the ring's length (``box`` closes its ring only when the first and
 #   last corners differ, i.e. when w > 0). Checked on 101,800 quads (every angle included):
 #   identical WKB.
 # - Circle: GEOS buffers a point by emitting ``x + r*cos(θ_i)``, ``y + r*sin(θ_i)`` and
-#   polygonising that ring. ``_circle`` adds (x, y) to the ring of the circle of radius r at
-#   the origin (whose coordinates are exactly ``r*cos(θ_i)``, ``r*sin(θ_i)``), i.e. performs
-#   the same additions; that the polygoniser's output does not depend on the translation is
-#   checked exhaustively — all 16³ circles give identical WKB
+#   polygonising that ring. ``_build_primitives`` adds (x, y) to the ring of the circle of
+#   radius r at the origin, whose coordinates are exactly ``r*cos(θ_i)``, ``r*sin(θ_i)``: the
+#   same additions. That the polygoniser's output does not depend on the translation is not
+#   by construction, so it is checked exhaustively: all 16³ circles give identical WKB
 #   (``tests/lang/test_csg2d_render.py::test_primitive_geometry_is_the_reference_geometry``).
-
-# shapely.polygons(coords) without its argument handling: the same two GEOS constructors
-# (``linearrings`` closes an open ring exactly as ``Polygon(...)`` does; ours are closed).
-_ALLOW_NAN = np.intc(0)  # shapely.HandleNaN.allow, the default
-_NO_HOLES = np.empty((0,), dtype=object)
-
-
-def _polygon(coords) -> Polygon:
-    return shapely.lib.polygons(shapely.lib.linearrings(np.asarray(coords, dtype=float), _ALLOW_NAN), _NO_HOLES)
-
 
 @lru_cache(maxsize=16)
 def _origin_circle(r: int) -> np.ndarray:
@@ -162,16 +153,8 @@ def _origin_circle(r: int) -> np.ndarray:
     return ring
 
 
-@lru_cache(maxsize=4096)  # all 16³ circles fit
-def _circle(r: int, x: int, y: int):
-    ring = _origin_circle(r)
-    if len(ring) == 0:  # radius 0: the buffer is an empty polygon
-        return Polygon()
-    return _polygon(ring + (x, y))
-
-
-@lru_cache(maxsize=65536)
-def _quad(x: int, y: int, w: int, h: int, angle: int):
+def _quad_ring(x: int, y: int, w: int, h: int, angle: int) -> list[tuple[float, float]]:
+    """The ring of ``rotate(box(...), angle, origin=(x, y))``, computed as shapely does."""
     minx, miny, maxx, maxy = x - w / 2, y - h / 2, x + w / 2, y + h / 2  # as box() gets them
     corners = [(maxx, miny), (maxx, maxy), (minx, maxy), (minx, miny)]  # box()'s ring order
     if corners[0] != corners[-1]:  # Polygon() closes an open ring
@@ -188,13 +171,72 @@ def _quad(x: int, y: int, w: int, h: int, angle: int):
     xoff = x - x * cosp + y * sinp
     yoff = y - x * sinp - y * cosp
     # shapely.affinity.affine_transform: x' = a*x + b*y + xoff, y' = d*x + e*y + yoff.
-    return _polygon([(a * px + b * py + xoff, d * px + e * py + yoff) for px, py in corners])
+    return [(a * px + b * py + xoff, d * px + e * py + yoff) for px, py in corners]
+
+
+# Primitive polygons by node. GEOS objects are immutable, so one object serves every program
+# that uses the primitive. Bounded (there are 16³ circles but 16⁴·360 quads): cleared when full.
+_PRIMS: dict = {}
+_PRIMS_MAX = 1 << 16
+_EMPTY = Polygon()  # what Point(x, y).buffer(0) is (identical WKB)
+_ALLOW_NAN = np.intc(0)  # shapely.HandleNaN.allow, the default of shapely.polygons
+
+
+def _build_primitives(nodes: list) -> list:
+    """Polygons of ``nodes`` (primitives), made with as few GEOS calls as possible.
+
+    ``shapely.polygons(rings)`` is ``lib.polygons(lib.linearrings(rings), no holes)``; both
+    ufuncs take a stack of rings at once, so rings of equal length are made in one call.
+    ``linearrings`` closes open rings exactly as ``Polygon(...)`` does; ours are closed.
+    """
+    out: list = [None] * len(nodes)
+    groups: dict[int, list[tuple[int, object]]] = {}  # ring length -> [(index, ring)]
+    for i, node in enumerate(nodes):
+        if type(node) is Circle:
+            ring = _origin_circle(node.r)
+            if len(ring) == 0:  # radius 0: the buffer is an empty polygon
+                out[i] = _EMPTY
+                continue
+            ring = ring + (node.x, node.y)
+        else:
+            ring = _quad_ring(node.x, node.y, node.w, node.h, node.angle)
+        groups.setdefault(len(ring), []).append((i, ring))
+    for members in groups.values():
+        rings = np.array([ring for _, ring in members], dtype=float)
+        holes = np.empty((len(members), 0), dtype=object)
+        polygons = shapely.lib.polygons(shapely.lib.linearrings(rings, _ALLOW_NAN), holes)
+        for (i, _), polygon in zip(members, polygons):
+            out[i] = polygon
+    return out
+
+
+def _ensure_primitives(nodes: list) -> None:
+    """Make sure every primitive in ``nodes`` has its polygon in the cache."""
+    missing = [n for n in dict.fromkeys(nodes) if n not in _PRIMS]
+    if missing:
+        if len(_PRIMS) + len(missing) > _PRIMS_MAX:
+            _PRIMS.clear()
+        _PRIMS.update(zip(missing, _build_primitives(missing)))
 
 
 def _primitive(node: Circle | Quad):
-    if type(node) is Circle:
-        return _circle(node.r, node.x, node.y)
-    return _quad(node.x, node.y, node.w, node.h, node.angle)
+    geom = _PRIMS.get(node)
+    if geom is None:
+        geom = _build_primitives([node])[0]
+        if len(_PRIMS) >= _PRIMS_MAX:
+            _PRIMS.clear()
+        _PRIMS[node] = geom
+    return geom
+
+
+def _circle(r: int, x: int, y: int):
+    """``Point(x, y).buffer(r)``, bit for bit."""
+    return _primitive(Circle(r, x, y))
+
+
+def _quad(x: int, y: int, w: int, h: int, angle: int):
+    """``rotate(box(x - w/2, y - h/2, x + w/2, y + h/2), angle, origin=(x, y))``, bit for bit."""
+    return _primitive(Quad(x, y, w, h, angle))
 
 
 class GeometryMemo:
@@ -248,6 +290,9 @@ class GeometryMemo:
     def __len__(self) -> int:
         return len(self._data)
 
+    def __contains__(self, key) -> bool:
+        return key in self._data
+
 
 _MEMO = GeometryMemo()
 
@@ -266,8 +311,7 @@ def clear_caches() -> None:
     Benchmarks call this so that repeated timings do not measure cache hits.
     """
     _origin_circle.cache_clear()
-    _circle.cache_clear()
-    _quad.cache_clear()
+    _PRIMS.clear()
     _MEMO.clear()
     from img2prog.lang.csg2d import parser
 
@@ -293,6 +337,8 @@ def geometry(node: Program, memo: bool = True):
         hit = cache.get(node)
         if hit is not None:
             return hit
+    # Build the primitives this evaluation will need in one go (fewer GEOS calls).
+    _ensure_primitives(_primitives_to_build(node, cache))
     max_prefix = GeometryMemo.MAX_PREFIX_OPERANDS
     # Frames are [node, is_union, operands, index of the next operand, fold so far].
     stack = [_open_frame(node, cache, max_prefix)]
@@ -303,7 +349,7 @@ def geometry(node: Program, memo: bool = True):
             child = operands[i]
             kind = type(child)
             if kind is Circle or kind is Quad:
-                g = _primitive(child)
+                g = _PRIMS.get(child) or _primitive(child)  # (the cache may have been cleared)
             else:
                 g = cache.get(child) if cache is not None else None
                 if g is None:
@@ -328,6 +374,21 @@ def geometry(node: Program, memo: bool = True):
         frame[4] = acc
         if cache is not None and 2 <= i < len(operands) <= max_prefix:
             cache.put((is_union, operands[:i]), acc)
+
+
+def _primitives_to_build(node: Union | Difference, cache: GeometryMemo | None) -> list:
+    """Primitives under ``node`` without a cached polygon, skipping memoised subtrees."""
+    out = []
+    stack = [node]
+    while stack:
+        for child in stack.pop().operands:
+            kind = type(child)
+            if kind is Circle or kind is Quad:
+                if child not in _PRIMS:
+                    out.append(child)
+            elif cache is None or child not in cache:
+                stack.append(child)
+    return out
 
 
 def _open_frame(node: Union | Difference, cache: GeometryMemo | None, max_prefix: int) -> list:
@@ -466,35 +527,56 @@ def _close(shm: shared_memory.SharedMemory) -> None:
         pass
 
 
+def _shared_memory_budget() -> int:
+    """Bytes of shared memory one batch wave may use.
+
+    Shared memory lives in a tmpfs that can be small (containers often mount 64 MiB on
+    /dev/shm) and writing past its end kills the writer with SIGBUS, so take at most a quarter
+    of what is free, and at most 512 MiB (which also bounds the extra memory a batch holds).
+    """
+    try:
+        st = os.statvfs("/dev/shm")
+    except (OSError, AttributeError):  # no /dev/shm (macOS, Windows): plain memory backs it
+        return 256 << 20
+    return min(st.f_bavail * st.f_frsize // 4, 512 << 20)
+
+
 def _batch(programs, size: int, workers: int | None, chunk_size: int | None, rgb: bool):
     _check_size(size)
     programs = list(programs)
     n = len(programs)
-    shape = (n, size, size, 3) if rgb else (n, size, size)
+    image_shape = (size, size, 3) if rgb else (size, size)
+    image_bytes = int(np.prod(image_shape))
+    out = np.empty((n, *image_shape), dtype=np.uint8)
     if workers is None:
         # A pool costs tens of milliseconds to start; below ~1,000 programs it does not pay.
         workers = min(os.cpu_count() or 1, 8) if n >= 1024 else 1
     if chunk_size is None:
         # A few chunks per worker balance the load; larger chunks amortise the messages.
         chunk_size = max(16, min(256, -(-n // (4 * max(workers, 1)))))
-    if workers <= 1 or n <= chunk_size:
-        out = np.empty(shape, dtype=np.uint8)
+    # Workers write pixels into shared memory: images never travel through pickles (an RGB
+    # image at 256 px is 192 KiB), only programs and errors do. The batch goes in waves that
+    # fit the shared-memory budget.
+    wave = _shared_memory_budget() // image_bytes // chunk_size * chunk_size
+    if workers <= 1 or n <= chunk_size or wave < chunk_size * min(workers, 2):
         return out, _render_into(out, 0, programs, size, rgb)
-    # Workers write pixels into one shared array: images never travel through pickles
-    # (an RGB image at 256 px is 192 KiB), only programs and errors do.
-    shm = shared_memory.SharedMemory(create=True, size=max(1, int(np.prod(shape))))
-    try:
-        jobs = [(shm.name, shape, lo, programs[lo : lo + chunk_size], size, rgb) for lo in range(0, n, chunk_size)]
-        errors: list = [None] * n
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            for lo, errs in pool.map(_render_shared, jobs):
-                errors[lo : lo + len(errs)] = errs
-        view = np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
-        out = view.copy()
-        del view
-    finally:
-        _close(shm)
-        shm.unlink()
+    errors: list = [None] * n
+    with ProcessPoolExecutor(max_workers=min(workers, -(-n // chunk_size))) as pool:
+        for first in range(0, n, wave):
+            part = programs[first : first + wave]
+            shape = (len(part), *image_shape)
+            shm = shared_memory.SharedMemory(create=True, size=len(part) * image_bytes)
+            try:
+                jobs = [(shm.name, shape, lo, part[lo : lo + chunk_size], size, rgb)
+                        for lo in range(0, len(part), chunk_size)]
+                for lo, errs in pool.map(_render_shared, jobs):
+                    errors[first + lo : first + lo + len(errs)] = errs
+                view = np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
+                out[first : first + len(part)] = view
+                del view
+            finally:
+                _close(shm)
+                shm.unlink()
     return out, errors
 
 
@@ -510,8 +592,8 @@ def render_batch(
     the :class:`ProgramError`. ``workers=None`` picks processes only when the job is big enough
     to repay their start-up (about a thousand programs); ``workers=0`` or ``1`` stays in process.
     ``chunk_size`` (default: about four chunks per worker, 16..256 programs) is how many
-    programs travel to a worker at once. Expand to RGB with :func:`gray_to_rgb`, or use
-    :func:`render_batch_rgb`.
+    programs go to a worker at once; workers write their images into shared memory. For RGB
+    use :func:`render_batch_rgb` (cheaper than expanding with :func:`gray_to_rgb`).
     """
     return _batch(programs, size, workers, chunk_size, rgb=False)
 

@@ -1,0 +1,155 @@
+"""The native model: persistence, decoding modes, the proposer, and the shipped weights."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from img2prog.lang import get_language
+from img2prog.lang.csg2d import render
+from img2prog.models import native
+from img2prog.models.native import NativeConfig, NativeModel, preset
+from img2prog.models.proposer import NativeProposer
+from img2prog.search.base import Candidate, Proposer
+
+LANG = get_language("csg2d")
+PROGRAMS = ["(Circle 5 8 8)", "(+ (Quad 4 4 6 2 45) (Circle 3 10 10))", "(- (Circle 6 8 8) (Circle 3 8 8))"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return NativeModel(preset("tiny")).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.stack([render(p) for p in PROGRAMS])
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="patch"):
+        NativeConfig(patch=12)
+    with pytest.raises(ValueError, match="divisible"):
+        NativeConfig(d_model=100, n_heads=8)
+    with pytest.raises(KeyError, match="unknown preset"):
+        preset("huge")
+
+
+def test_save_load_round_trip(tiny, images, tmp_path):
+    tiny.save_pretrained(tmp_path / "m")
+    loaded = NativeModel.from_pretrained(tmp_path / "m")
+    assert loaded.config == tiny.config
+    for k, v in tiny.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    assert loaded.generate(images) == tiny.generate(images)
+    # Tied head: loading must not untie it.
+    assert loaded.head.weight.data_ptr() == loaded.tok_emb.weight.data_ptr()
+
+
+def test_sharded_fp16_save(tiny, images, tmp_path, monkeypatch):
+    monkeypatch.setattr(native, "MAX_SHARD_BYTES", 20_000)
+    tiny.save_pretrained(tmp_path / "m", dtype=torch.float16)
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    files = sorted(p for p in (tmp_path / "m").glob("*.safetensors"))
+    assert len(files) == len(meta["weights"]) > 1
+    assert not list((tmp_path / "m").glob("*.bin")) and not list((tmp_path / "m").glob("*.pt"))
+    loaded = NativeModel.from_pretrained(tmp_path / "m")
+    for k, v in tiny.state_dict().items():
+        assert torch.allclose(v, loaded.state_dict()[k], atol=1e-3, rtol=1e-3), k
+    files[0].unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        NativeModel.from_pretrained(tmp_path / "m")
+
+
+def test_unknown_model_names_the_shipped_ones():
+    with pytest.raises(FileNotFoundError, match="shipped"):
+        NativeModel.from_pretrained("no-such-model")
+
+
+def test_greedy_is_deterministic_and_parses(tiny, images):
+    a, b = tiny.generate(images), tiny.generate(images)
+    assert a == b and len(a) == len(images)
+    for (text, lp), in a:
+        LANG.parse(text)
+        assert lp <= 0
+
+
+def test_sampling_seeded_and_sized(tiny, images):
+    a = tiny.generate(images, method="sample", num_return_sequences=5, temperature=2.0, seed=1)
+    b = tiny.generate(images, method="sample", num_return_sequences=5, temperature=2.0, seed=1)
+    c = tiny.generate(images, method="sample", num_return_sequences=5, temperature=2.0, seed=2)
+    assert a == b and a != c
+    assert [len(r) for r in a] == [5] * len(images)
+    for row in a:
+        for text, _ in row:
+            LANG.parse(text)
+    top = tiny.generate(images, method="sample", num_return_sequences=3, top_p=1e-6, seed=3)
+    greedy = tiny.generate(images)
+    for row, (g,) in zip(top, greedy):  # a tiny nucleus keeps only the argmax
+        assert all(t == g[0] for t, _ in row)
+
+
+def test_beam_search(tiny, images):
+    one = tiny.generate(images, method="beam", num_beams=1)
+    assert [[t for t, _ in r] for r in one] == [[t for t, _ in r] for r in tiny.generate(images)]
+    rows = tiny.generate(images, method="beam", num_return_sequences=4, num_beams=6)
+    for row in rows:
+        texts = [t for t, _ in row]
+        lps = [lp for _, lp in row]
+        assert 1 <= len(row) <= 4 and len(set(texts)) == len(texts)
+        assert lps == sorted(lps, reverse=True)
+        for t in texts:
+            LANG.parse(t)
+    # The best beam is at least as likely as the greedy program.
+    for row, ((_, g_lp),) in zip(rows, tiny.generate(images)):
+        assert row[0][1] >= g_lp - 1e-4
+
+
+def test_logprob_is_the_constrained_likelihood(tiny, images):
+    """The reported log-probability equals a teacher-forced recomputation with the masks."""
+    (text, lp), = tiny.generate(images[:1])[0:1][0]
+    ids = [tiny.bos_id] + LANG.encode(text) + [tiny.eos_id]
+    from img2prog.models.constraints import Csg2dTensorConstraint
+
+    cons = Csg2dTensorConstraint()
+    state = cons.start(1, tiny.config.max_len - 1)
+    with torch.no_grad():
+        logits, _ = tiny(tiny.prepare_images(images[:1]), torch.tensor([ids[:-1]]))
+    total = 0.0
+    for pos, tok in enumerate(ids[1:]):
+        row = logits[0, pos].masked_fill(~cons.mask(state)[0], float("-inf")).log_softmax(-1)
+        total += float(row[tok])
+        state = cons.advance(state, torch.tensor([tok]))
+    assert total == pytest.approx(lp, abs=1e-3)
+
+
+def test_any_image_size_is_accepted(tiny):
+    small = np.stack([render("(Circle 5 8 8)", 64)])
+    gray = small[..., 0]
+    assert tiny.generate(small) == tiny.generate(gray)
+    with pytest.raises(ValueError, match="shape"):
+        tiny.prepare_images(np.zeros((2, 3, 4, 5, 6), np.uint8))
+
+
+def test_proposer_contract(tiny, images):
+    prop = NativeProposer(tiny, device="cpu", batch_size=4)
+    assert isinstance(prop, Proposer)
+    g = prop.propose(images, method="greedy")
+    assert [len(r) for r in g] == [1, 1, 1] and isinstance(g[0][0], Candidate)
+    s = prop.propose(images, 3, method="sample", seed=5)
+    assert [len(r) for r in s] == [3, 3, 3]
+    assert s == prop.propose(images, 3, method="sample", seed=5)
+    b = prop.propose(images, 2, method="beam")
+    assert all(1 <= len(r) <= 2 for r in b)
+    assert all(c.logprob is not None for r in b for c in r)
+
+
+def test_shipped_model_reconstructs_easy_shapes():
+    model = NativeModel.from_pretrained()  # the default: img2prog/weights/native-csg2d
+    targets = ["(Circle 5 8 8)", "(Quad 8 8 6 4 45)", "(- (Circle 6 8 8) (Circle 3 8 8))"]
+    imgs = np.stack([render(p) for p in targets])
+    for target, ((text, lp),) in zip(imgs, model.generate(imgs)):
+        assert np.array_equal(render(text), target), text
+        assert lp > -5
