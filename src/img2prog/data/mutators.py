@@ -202,6 +202,21 @@ class ProgramModel(Protocol):
 
 _MODELS: dict[str, Callable[..., ProgramModel]] = {}
 
+# Backends that ship with img2prog, as (module, factory name). They are imported only when
+# asked for, so `img2prog data` never pays for torch/transformers up front, and an install
+# without the optional extra gets a clear message instead of an ImportError.
+_BUILTIN_BACKENDS = {"hf": ("img2prog.models.hf.mutator", "hf_program_model", "img2prog[hf]")}
+
+
+def _builtin_factory(name: str) -> Callable[..., ProgramModel]:
+    import importlib
+
+    module, factory, extra = _BUILTIN_BACKENDS[name]
+    try:
+        return getattr(importlib.import_module(module), factory)
+    except ImportError as e:
+        raise NoModelError(f"model backend {name!r} needs the optional dependencies of {extra} ({e})") from None
+
 
 def register_program_model(name: str, factory: Callable[..., ProgramModel]) -> None:
     """Make a model backend available to ``--mutator model --model NAME``.
@@ -212,7 +227,7 @@ def register_program_model(name: str, factory: Callable[..., ProgramModel]) -> N
 
 
 def available_program_models() -> list[str]:
-    return sorted(_MODELS)
+    return sorted(set(_MODELS) | set(_BUILTIN_BACKENDS))
 
 
 class NoModelError(RuntimeError):
@@ -220,17 +235,15 @@ class NoModelError(RuntimeError):
 
 
 def get_program_model(name: str | None, **options) -> ProgramModel:
-    if not _MODELS:
-        raise NoModelError(
-            "the model mutator needs a generative model backend, and none is registered in this "
-            "install (a backend registers itself with img2prog.data.mutators.register_program_model); "
-            "use --mutator symbolic meanwhile"
-        )
     if name is None:
         raise NoModelError(f"--mutator model needs --model NAME; available: {', '.join(available_program_models())}")
-    if name not in _MODELS:
+    if name in _MODELS:
+        factory = _MODELS[name]
+    elif name in _BUILTIN_BACKENDS:
+        factory = _builtin_factory(name)
+    else:
         raise NoModelError(f"unknown model backend {name!r}; available: {', '.join(available_program_models())}")
-    model = _MODELS[name](**options)
+    model = factory(**options)
     if not isinstance(model, ProgramModel):
         raise NoModelError(f"model backend {name!r} does not implement propose_variations(parents, images, n, seed=...)")
     return model

@@ -10,14 +10,7 @@ from img2prog.lang.cadquery import parse, to_script
 from img2prog.lang.cadquery import tokens as T
 from img2prog.lang.cadquery.ast import Boolean, Circle, Extrusion, Program
 from img2prog.lang.cadquery.generator import LIMIT, GeneratorConfig, PartGenerator, _shape2d, first_body
-from img2prog.lang.cadquery.testsets import (
-    RECIPES,
-    _frozen,
-    qualitative_programs,
-    standard_bar,
-    testset_names,
-    testset_programs,
-)
+from img2prog.lang.cadquery import testsets as TS
 
 CONFIG = GeneratorConfig(max_bodies=3, p_holes=0.6, p_finish=0.3)
 
@@ -83,19 +76,19 @@ def test_generation_is_reproducible_and_respects_the_bar(parts, executor):
 
 
 def test_frozen_test_sets():
-    assert testset_names() == ["cadquery-test", "cadquery-qualitative"]
-    test = testset_programs("cadquery-test")
-    qual = testset_programs("cadquery-qualitative")
-    assert len(test) == RECIPES["cadquery-test"].n == 200 and len(qual) == 6
-    assert qual == qualitative_programs()  # the hand-written sources still give the frozen texts
+    assert TS.testset_names() == ["cadquery-test", "cadquery-qualitative"]
+    test = TS.testset_programs("cadquery-test")
+    qual = TS.testset_programs("cadquery-qualitative")
+    assert len(test) == TS.RECIPES["cadquery-test"].n == 200 and len(qual) == 6
+    assert qual == TS.qualitative_programs()  # the hand-written sources still give the frozen texts
     for text in test + qual:
         p = parse(text)
         assert to_script(p) == text and T.on_grid(p)
     assert len(set(test)) == 200 and not set(test) & set(qual)
-    test_fp = set(_frozen("cadquery-test")[1])
-    qual_fp = set(_frozen("cadquery-qualitative")[1])
+    test_fp = set(TS._frozen("cadquery-test")[1])
+    qual_fp = set(TS._frozen("cadquery-qualitative")[1])
     assert len(test_fp) == 200 and not test_fp & qual_fp
-    bar = standard_bar()
+    bar = TS.standard_bar()
     assert set(test) <= bar and qual_fp <= bar
     # the test set is varied: all three booleans, arcs and circles, one to four extrusions
     programs = [parse(t) for t in test]
@@ -104,14 +97,14 @@ def test_frozen_test_sets():
     assert {len(list(p.bodies())) for p in programs} == {1, 2, 3, 4}
     assert any(isinstance(pr, Circle) for p in programs for b in p.bodies() for pr in b.profiles)
     with pytest.raises(KeyError):
-        testset_programs("cadquery-train")
+        TS.testset_programs("cadquery-train")
 
 
 @pytest.mark.slow
 def test_recipe_reproduces_the_start_of_the_frozen_test_set(executor):
-    recipe = RECIPES["cadquery-test"]
-    programs, fingerprints = _frozen("cadquery-qualitative")
+    recipe = TS.RECIPES["cadquery-test"]
+    programs, fingerprints = TS._frozen("cadquery-qualitative")
     bar = set(programs) | set(fingerprints)
     parts = PartGenerator(executor, recipe.config, seed=recipe.seed, bar=bar).generate(4)
-    assert [p.text for p in parts] == testset_programs("cadquery-test")[:4]
-    assert [p.fingerprint for p in parts] == list(_frozen("cadquery-test")[1][:4])
+    assert [p.text for p in parts] == TS.testset_programs("cadquery-test")[:4]
+    assert [p.fingerprint for p in parts] == list(TS._frozen("cadquery-test")[1][:4])
