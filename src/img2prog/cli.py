@@ -421,6 +421,30 @@ def baseline(
     _show_report(report, f"empty-program baseline on {targets} ({report.n} samples)", as_json)
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for galleries, predictions and the summary.")] = Path("out/demo"),
+    model: Annotated[str, typer.Option("--model", help="Model folder or shipped model name.")] = "native-csg2d",
+    test_limit: Annotated[int, typer.Option("--test-limit", min=1, max=200, help="Images of csg2d-test to use.")] = 50,
+    hard_limit: Annotated[int, typer.Option("--hard-limit", min=1, max=100, help="Images of csg2d-hard to use.")] = 20,
+    search: Annotated[str, typer.Option("--search", help="Search strategy for the search rows, or 'none'.")] = "auto",
+    time_limit: Annotated[float, typer.Option("--time-limit", min=0.0, help="Seconds per image for search.")] = 1.0,
+) -> None:
+    """The main job on the shipped default model, offline on a CPU (what `make demo` runs).
+
+    Renders the four qualitative programs, scores the empty baseline, runs the native model
+    greedily and with verifier-guided search on the qualitative set and slices of csg2d-test
+    and csg2d-hard, prints the reference metrics side by side and writes galleries.
+    """
+    from img2prog.demo import DemoConfig, run_demo
+
+    try:
+        run_demo(DemoConfig(out=out, model=model, test_limit=test_limit, hard_limit=hard_limit,
+                            search=search, time_limit=time_limit), echo=typer.echo)
+    except FileNotFoundError as e:
+        fail(f"cannot load model: {e}")
+
+
 def main() -> None:
     try:
         app()

@@ -109,7 +109,7 @@ def test_beam_search(tiny, images):
 
 def test_logprob_is_the_constrained_likelihood(tiny, images):
     """The reported log-probability equals a teacher-forced recomputation with the masks."""
-    (text, lp), = tiny.generate(images[:1])[0:1][0]
+    ((text, lp),) = tiny.generate(images[:1])[0]
     ids = [tiny.bos_id] + LANG.encode(text) + [tiny.eos_id]
     from img2prog.models.constraints import Csg2dTensorConstraint
 
