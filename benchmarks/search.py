@@ -25,7 +25,7 @@ import numpy as np
 from img2prog.data.testsets import testset_programs
 from img2prog.lang.csg2d import rendering
 from img2prog.lang.csg2d.parser import parse
-from img2prog.search import RefineConfig, search_batch
+from img2prog.search import Auto, AutoConfig, RefineConfig, search_batch
 from img2prog.search.edits import LOCAL_MOVES, local_edits
 from img2prog.search.raster import Approx, StepContext
 from img2prog.search.refine import refine
@@ -180,7 +180,8 @@ def bench_model(args) -> None:
 
         torch.set_num_threads(args.threads)
     proposer = load_proposer(args.model, "cpu")
-    print(f"model {args.model}, `auto` search, CPU, batch {args.batch_size}, torch threads {args.threads or 'default'}")
+    print(f"model {args.model}, `auto` search, CPU, batch {args.batch_size}, torch threads {args.threads or 'default'}, "
+          f"batched samples {args.batched_samples}")
     print("| set | search | budget s | targets | pixel_acc | F1 | perfect | s/image mean / max | samples/image |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.sets.split(","):
@@ -188,8 +189,9 @@ def bench_model(args) -> None:
         images = np.stack([rendering.render(p) for p in programs])
         runs = [("greedy", None)] + [("auto", float(b)) for b in args.budgets.split(",")]
         for strategy, budget in runs:
+            strat = Auto(AutoConfig(batched_samples=args.batched_samples)) if strategy == "auto" else strategy
             t0 = time.perf_counter()
-            res = search_batch(images, proposer, strategy, time_limit=budget, seed=args.seed, batch_size=args.batch_size)
+            res = search_batch(images, proposer, strat, time_limit=budget, seed=args.seed, batch_size=args.batch_size)
             wall = time.perf_counter() - t0
             m = compute_metrics([r.program for r in res], images)
             print(f"| {name} | {strategy} | {budget if budget else '-'} | {len(res)} | {m.pixel_accuracy:.4f} | "
@@ -222,6 +224,8 @@ def main() -> None:
     d.add_argument("--budgets", default="0.1,1,10")
     d.add_argument("--n", type=int, default=None)
     d.add_argument("--batch-size", type=int, default=16)
+    d.add_argument("--batched-samples", type=int, default=AutoConfig().batched_samples,
+                   help="samples drawn with the greedy decode, batched across images")
     d.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is steadier on a shared box)")
     d.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

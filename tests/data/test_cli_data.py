@@ -100,7 +100,7 @@ def test_evolve_and_resume(tmp_path):
 
 def test_evolve_model_mutator_without_backend(tmp_path):
     r = invoke("evolve", "--n", 5, "--out", tmp_path / "m", "--mutator", "model")
-    assert_one_line_error(r, "model", "backend")
+    assert_one_line_error(r, "--mutator model needs --model NAME", "available: hf")
 
 
 def test_evolve_seeds_file_and_bad_options(tmp_path):

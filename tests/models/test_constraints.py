@@ -71,8 +71,10 @@ def test_random_logits_always_decode_to_programs(seed, budget, scale):
             LANG.parse(LANG.decode(ids))  # raises ProgramError if not a program
 
 
-def test_batched_constraint_picks_the_tensor_version_for_csg2d():
+def test_batched_constraint_choice():
     assert isinstance(batched_constraint(LANG), Csg2dTensorConstraint)
+    assert isinstance(batched_constraint(LANG, 64, "cpu"), Csg2dTensorConstraint)
+    assert isinstance(batched_constraint(LANG, 1, "cpu"), PythonBatchedConstraint)
 
 
 def test_reorder_gathers_rows():

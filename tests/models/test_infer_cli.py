@@ -35,7 +35,7 @@ def odd_folder(tmp_path):
     rgba = np.zeros((40, 70, 4), np.uint8)
     rgba[10:30, 20:50] = (0, 0, 0, 255)  # a black box on a transparent (→ white) background
     Image.fromarray(rgba, "RGBA").save(d / "b_rgba_wide.png")
-    Image.fromarray((np.arange(9 * 9, dtype=np.uint16).reshape(9, 9) * 800)).save(d / "c_16bit_tiny.png")
+    Image.fromarray(np.arange(9 * 9, dtype=np.uint16).reshape(9, 9) * 800).save(d / "c_16bit_tiny.png")
     Image.fromarray(render("(Quad 8 8 6 6 45)")[..., 0]).convert("P").save(d / "d_palette.gif")
     Image.fromarray(np.full((1, 1), 0, np.uint8)).save(d / "e_one_pixel.bmp")
     (d / "f_broken.png").write_bytes(b"not a png at all")

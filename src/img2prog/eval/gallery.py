@@ -13,9 +13,10 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -72,10 +73,10 @@ def render_gallery(items: Sequence[GalleryItem], metrics: dict | None = None, ti
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{esc(title)}</title>",
-        "<style>body{font-family:system-ui,sans-serif;margin:1.5em}"
-        "table{border-collapse:collapse}td,th{padding:4px 8px;border-bottom:1px solid #ddd;vertical-align:top}"
-        "img{image-rendering:pixelated;border:1px solid #999}code{font-size:12px;word-break:break-all}"
-        ".bad{color:#b00}.ok{color:#070}</style></head><body>",
+        ("<style>body{font-family:system-ui,sans-serif;margin:1.5em}"
+         "table{border-collapse:collapse}td,th{padding:4px 8px;border-bottom:1px solid #ddd;vertical-align:top}"
+         "img{image-rendering:pixelated;border:1px solid #999}code{font-size:12px;word-break:break-all}"
+         ".bad{color:#b00}.ok{color:#070}</style></head><body>"),
         f"<h1>{esc(title)}</h1>",
     ]
     for note in notes:

@@ -7,7 +7,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -65,17 +64,17 @@ def collect_inputs(specs: list[str], limit: int | None = None) -> tuple[list[Inp
 def infer(
     images: list[str] = typer.Argument(..., help="Image files, folders of images, JSONL/dataset folders, or test-set names (e.g. csg2d-test)."),
     model: str = typer.Option("native-csg2d", "--model", help="Model folder or shipped model name."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per decoding batch."),
-    jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Write the JSON lines here instead of stdout."),
-    render_dir: Optional[Path] = typer.Option(None, "--render", help="Also write each predicted image (PNG) here."),
-    gallery: Optional[Path] = typer.Option(None, "--gallery", help="Write an HTML page: target | prediction | difference."),
+    jsonl: Path | None = typer.Option(None, "--jsonl", help="Write the JSON lines here instead of stdout."),
+    render_dir: Path | None = typer.Option(None, "--render", help="Also write each predicted image (PNG) here."),
+    gallery: Path | None = typer.Option(None, "--gallery", help="Write an HTML page: target | prediction | difference."),
     search: str = typer.Option("greedy", "--search", help=f"Strategy: {', '.join(SEARCH_CHOICES)}."),
-    samples: Optional[int] = typer.Option(None, "--samples", min=1, help="Samples per image (search budget)."),
-    time_limit: Optional[float] = typer.Option(None, "--time-limit", min=0.0, help="Seconds per image (search budget)."),
+    samples: int | None = typer.Option(None, "--samples", min=1, help="Samples per image (search budget)."),
+    time_limit: float | None = typer.Option(None, "--time-limit", min=0.0, help="Seconds per image (search budget)."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling strategies."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use the first N images of each input."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for PyTorch."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use the first N images of each input."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for PyTorch."),
 ) -> None:
     """Predict the program that draws each image, one JSON object per line.
 

@@ -57,9 +57,16 @@ class BatchedConstraint:
         raise NotImplementedError
 
 
-def batched_constraint(language: Language) -> BatchedConstraint:
-    """The fastest batched constraint available for ``language``."""
-    if language.name == "csg2d":
+def batched_constraint(language: Language, batch: int | None = None,
+                       device: torch.device | str | None = None) -> BatchedConstraint:
+    """The fastest batched constraint for ``language`` at this batch size and device.
+
+    A handful of sequences on a CPU (interactive inference) is faster with the reference
+    automaton and cached masks: a dict lookup per row instead of ~20 tiny tensor ops per step.
+    Batches on a GPU, or large ones, use the tensorised automaton.
+    """
+    small_cpu = batch is not None and batch <= 8 and torch.device(device or "cpu").type == "cpu"
+    if language.name == "csg2d" and not small_cpu:
         return Csg2dTensorConstraint()
     return PythonBatchedConstraint(language)
 
@@ -67,7 +74,7 @@ def batched_constraint(language: Language) -> BatchedConstraint:
 # ---- csg2d as tensors -----------------------------------------------------------------------
 
 # Must agree with img2prog.lang.csg2d.tokens (checked at import below).
-from img2prog.lang.csg2d import tokens as _t  # noqa: E402
+from img2prog.lang.csg2d import tokens as _t
 
 _OP0, _OP1, _OP2 = 0, 1, 2
 _CIRCLE, _QUAD = 10, 20
@@ -112,7 +119,7 @@ class Csg2dTensorConstraint(BatchedConstraint):
         coords[_t.NUM0 : _t.NUM0 + _t.COORD_MAX + 1] = True
         angles = torch.zeros(V, dtype=torch.bool)
         angles[torch.arange(_t.NUM0, _t.NUM0 + _t.ANGLE_MAX + 1, angles_multiple_of)] = True
-        only = lambda i: torch.nn.functional.one_hot(torch.tensor(i), V).bool()  # noqa: E731
+        only = lambda i: torch.nn.functional.one_hot(torch.tensor(i), V).bool()
 
         table = torch.zeros(_N_ROWS, 2, len(_SLACK_EDGES) + 1, V, dtype=torch.bool)
         for k in range(4):
@@ -237,23 +244,44 @@ class PythonBatchedConstraint(BatchedConstraint):
         self.inner = language.constraint()
         self.vocab_size = language.tokenizer.vocab_size
         self.eos_id = language.tokenizer.eos_id
+        self._masks: dict[Any, torch.Tensor] = {}  # state -> mask row, for hashable states
+        self._eos_row = torch.zeros(self.vocab_size, dtype=torch.bool)
+        self._eos_row[self.eos_id] = True
+
+    def _row(self, st) -> torch.Tensor:
+        try:
+            hit = self._masks.get(st)
+        except TypeError:  # unhashable states: no cache
+            hit = None
+        if hit is None:
+            hit = torch.zeros(self.vocab_size, dtype=torch.bool)
+            hit[list(self.inner.allowed(st))] = True
+            try:
+                if len(self._masks) < 100_000:
+                    self._masks[st] = hit
+            except TypeError:
+                pass
+        return hit
 
     def start(self, batch: int, max_tokens: int, device: torch.device | str = "cpu"):
         return {"rows": [self.inner.start(max_tokens) for _ in range(batch)],
                 "done": [False] * batch, "device": torch.device(device)}
 
     def mask(self, state) -> torch.Tensor:
-        m = torch.zeros(len(state["rows"]), self.vocab_size, dtype=torch.bool)
-        for i, (st, d) in enumerate(zip(state["rows"], state["done"])):
-            m[i, [self.eos_id] if d else list(self.inner.allowed(st))] = True
-        return m.to(state["device"])
+        rows = [self._eos_row if d else self._row(st) for st, d in zip(state["rows"], state["done"])]
+        return torch.stack(rows).to(state["device"])
 
     def advance(self, state, tokens: torch.Tensor):
         rows, done = list(state["rows"]), list(state["done"])
         for i, t in enumerate(tokens.tolist()):
             if not done[i]:
-                rows[i] = self.inner.advance(rows[i], t)
-                done[i] = t == self.eos_id
+                try:
+                    rows[i] = self.inner.advance(rows[i], t)
+                    done[i] = t == self.eos_id
+                except ValueError:
+                    # Only a row the decoder has given up on (a beam scored -inf) is fed a
+                    # token outside its mask; retire it instead of failing the batch.
+                    done[i] = True
         return {"rows": rows, "done": done, "device": state["device"]}
 
     def reorder(self, state, index: torch.Tensor):

@@ -35,8 +35,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from img2prog.lang import get_language
 from img2prog.models.constraints import batched_constraint
@@ -83,11 +83,11 @@ class NativeConfig:
 
 # Named sizes. "base" is the shipped default; "tiny" is for tests.
 PRESETS: dict[str, dict] = {
-    "tiny": dict(image_size=64, patch=16, stem_channels=(8, 16), d_model=32, n_heads=2, enc_layers=1,
-                 dec_layers=1, max_len=64),
-    "small": dict(d_model=192, n_heads=6, enc_layers=3, dec_layers=3),
-    "base": dict(d_model=256, n_heads=8, enc_layers=4, dec_layers=4),
-    "wide": dict(d_model=384, n_heads=8, enc_layers=4, dec_layers=4),
+    "tiny": {"image_size": 64, "patch": 16, "stem_channels": (8, 16), "d_model": 32, "n_heads": 2,
+             "enc_layers": 1, "dec_layers": 1, "max_len": 64},
+    "small": {"d_model": 192, "n_heads": 6, "enc_layers": 3, "dec_layers": 3},
+    "base": {"d_model": 256, "n_heads": 8, "enc_layers": 4, "dec_layers": 4},
+    "wide": {"d_model": 384, "n_heads": 8, "enc_layers": 4, "dec_layers": 4},
 }
 
 
@@ -160,7 +160,7 @@ class DecoderBlock(nn.Module):
         x = x + self.cross_attn(self.ln2(x), memory)
         return x + self.mlp(self.ln3(x))
 
-    def step(self, x: torch.Tensor, pos: int, cache: "LayerCache") -> torch.Tensor:
+    def step(self, x: torch.Tensor, pos: int, cache: LayerCache) -> torch.Tensor:
         """One new position per row; appends its keys/values to ``cache``."""
         h = self.ln1(x)
         k, v = self.self_attn.project_kv(h)
@@ -178,7 +178,7 @@ class LayerCache:
     mk: torch.Tensor  # (B, H, N, hd) cross-attention keys/values of the image memory
     mv: torch.Tensor
 
-    def reorder(self, index: torch.Tensor) -> "LayerCache":
+    def reorder(self, index: torch.Tensor) -> LayerCache:
         return LayerCache(*(t.index_select(0, index) for t in (self.k, self.v, self.mk, self.mv)))
 
 
@@ -220,7 +220,7 @@ class NativeModel(nn.Module):
         # Scale residual projections by depth (GPT-2), so deep stacks start near identity.
         n_res = 2 * c.enc_layers + 3 * c.dec_layers
         for name, p in self.named_parameters():
-            if name.endswith("out.weight") or name.endswith("mlp.2.weight"):
+            if name.endswith(("out.weight", "mlp.2.weight")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(n_res))
 
     @staticmethod
@@ -256,7 +256,7 @@ class NativeModel(nn.Module):
         s = self.config.image_size
         if x.shape[-1] != s or x.shape[-2] != s:
             x = F.interpolate(x, size=(s, s), mode="area" if x.shape[-1] > s else "bilinear")
-        return x
+        return x.to(self.tok_emb.weight.dtype)  # a model cast to bf16 takes bf16 input
 
     # --- forward --------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -344,7 +344,7 @@ class NativeModel(nn.Module):
     def _decode(self, memory, max_len, sample, temperature, top_p, seed):
         B = memory.shape[0]
         dev = memory.device
-        cons = batched_constraint(self.language)
+        cons = batched_constraint(self.language, B, dev)
         state = cons.start(B, max_len - 1, dev)
         caches = self._start_cache(memory)
         gen = None
@@ -379,7 +379,7 @@ class NativeModel(nn.Module):
         B, dev = memory.shape[0], memory.device
         V = self.config.vocab_size
         memory = memory.repeat_interleave(k, dim=0)
-        cons = batched_constraint(self.language)
+        cons = batched_constraint(self.language, B * k, dev)
         state = cons.start(B * k, max_len - 1, dev)
         caches = self._start_cache(memory)
         tok = torch.full((B * k,), self.bos_id, dtype=torch.long, device=dev)
@@ -457,7 +457,7 @@ class NativeModel(nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu") -> "NativeModel":
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device = "cpu") -> NativeModel:
         """Load a model folder, or a shipped model by name (``img2prog/weights/<name>``)."""
         from safetensors.torch import load_file
 

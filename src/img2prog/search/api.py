@@ -15,6 +15,7 @@ from img2prog.search.refine import RefineConfig
 from img2prog.search.scorers import Scorer, get_scorer
 from img2prog.search.strategies import (
     Budget,
+    Request,
     SamplingConfig,
     Session,
     Strategy,
@@ -72,10 +73,10 @@ def search_batch(
     starts: Sequence[Sequence[str]] | None = None,
     refine: RefineConfig | None = None,
 ) -> list[SearchResult]:
-    """:func:`search` for many images: the strategy's first proposer request (greedy decode,
-    the first sampling round, or the beam search) goes out for ``batch_size`` images at a time;
+    """:func:`search` for many images: the strategy's first proposer requests (greedy decode,
+    the first sampling round, or the beam search) go out for ``batch_size`` images at a time;
     the rest of each search runs per image. The budget is per image, and each image is charged
-    its share of the batched call's time."""
+    its share of the batched calls' time."""
     strat = get_strategy(strategy, refine=refine)
     if strat.name == "auto" and samples is None and time_limit is None and evaluations is None:
         time_limit = 1.0  # auto is anytime: it needs some budget to stop
@@ -85,7 +86,7 @@ def search_batch(
     images = [np.asarray(im) for im in images]
     if starts is not None and len(starts) != len(images):
         raise ValueError(f"got {len(starts)} start lists for {len(images)} images")
-    request = strat.first_request(budget, sampling)
+    requests = strat.first_requests(budget, sampling)
     if starts is None and proposer is None:
         raise ValueError(f"search strategy {strat.name!r} needs a proposer (a model) or start programs")
 
@@ -93,27 +94,29 @@ def search_batch(
     results: list[SearchResult] = []
     for b0 in range(0, len(images), batch_size):
         chunk = images[b0 : b0 + batch_size]
-        # The first request, batched over the chunk (unless the caller gave starting programs).
-        t0 = time.perf_counter()
+        # The first requests, batched over the chunk (unless the caller gave starting programs).
+        answers: list[tuple[str, list[list[Candidate]], float]] = []  # (method, per image, seconds each)
         if starts is not None:
-            first = [[Candidate(p) for p in starts[b0 + i]] for i in range(len(chunk))]
+            answers.append(("greedy", [[Candidate(p) for p in starts[b0 + i]] for i in range(len(chunk))], 0.0))
         else:
-            same = len({im.shape for im in chunk}) == 1
-            if same:
-                first = _call(proposer, np.stack(chunk), request, sampling, seed, b0)
-            else:  # images of different sizes cannot be stacked
-                first = [_call(proposer, im[None], request, sampling, seed, b0 + i)[0] for i, im in enumerate(chunk)]
-        share = (time.perf_counter() - t0) / len(chunk)
+            for k, request in enumerate(requests):
+                t0 = time.perf_counter()
+                if len({im.shape for im in chunk}) == 1:
+                    got = _call(proposer, np.stack(chunk), request, sampling, seed, 1009 * k + b0)
+                else:  # images of different sizes cannot be stacked
+                    got = [_call(proposer, im[None], request, sampling, seed, 1009 * k + b0 + i)[0] for i, im in enumerate(chunk)]
+                answers.append((request.method, got, (time.perf_counter() - t0) / len(chunk)))
+        share = sum(sec for _, _, sec in answers)
         for i, image in enumerate(chunk):
             target = Target.from_image(image)
             renderer = renderers.setdefault(target.size, ExactRenderer(target.size))
             s = Session(
                 image, Verifier(target, renderer), proposer, budget, scorer_obj, sampling,
                 seed=None if seed is None else seed + 7 * (b0 + i) + 1,
-                started=time.perf_counter() - share,
+                started=time.perf_counter() - share,  # each image is charged its share of the batch
             )
-            method = "greedy" if starts is not None else request.method
-            s.receive(first[i], method, share)
+            for method, got, sec in answers:
+                s.receive(got[i], method, sec, batched=len(chunk) > 1)
             chosen = strat.run(s)
             results.append(
                 SearchResult(
@@ -132,7 +135,7 @@ def search_batch(
     return results
 
 
-def _call(proposer: Proposer, images: np.ndarray, request, sampling: SamplingConfig, seed, offset: int):
+def _call(proposer: Proposer, images: np.ndarray, request: Request, sampling: SamplingConfig, seed, offset: int):
     call_seed = None if seed is None else (seed * 1_000_003 + offset) % (2**31)
     out = proposer.propose(
         images, request.n, method=request.method, temperature=sampling.temperature,

@@ -73,6 +73,11 @@ class RefineOutcome:
     trace: list[tuple[float, float]] = field(default_factory=list)  # (seconds, IoU) after each step
 
 
+# Recent seconds per program node to list and rank each tier of edits (shared by all refiners
+# in the process; it only decides whether a tier still fits before a deadline).
+_TIER_COST: dict[int, float] = {}
+
+
 def better(a: Evaluated, b: Evaluated) -> bool:
     """a beats b: higher exact IoU, or the same with fewer nodes."""
     return (a.iou, -a.size) > (b.iou, -b.size)
@@ -102,13 +107,16 @@ class Refiner:
                 return True
             return max_evaluations is not None and self.verifier.evaluations - ev0 >= max_evaluations
 
+        def time_left() -> float:
+            return float("inf") if deadline is None else deadline - time.perf_counter()
+
         # A start that does not render is no start: begin from the blank canvas instead.
         cur = start if start.ok else self.verifier.evaluate_ast(EMPTY)
         out = RefineOutcome(cur)
         while not cur.perfect and not out_of_budget():
             if self.config.max_steps is not None and out.steps >= self.config.max_steps:
                 break
-            nxt = self._step(cur, out_of_budget)
+            nxt = self._step(cur, out_of_budget, time_left)
             if nxt is None:
                 break  # fixed point
             cur = nxt
@@ -118,7 +126,7 @@ class Refiner:
         out.evaluations = self.verifier.evaluations - ev0
         return out
 
-    def _step(self, cur: Evaluated, out_of_budget: Callable[[], bool]) -> Evaluated | None:
+    def _step(self, cur: Evaluated, out_of_budget: Callable[[], bool], time_left: Callable[[], float]) -> Evaluated | None:
         ctx = StepContext(self.approx, cur.ast)
         moves = self.config.moves
         tiers = [  # (edits, minimum IoU gain)
@@ -128,15 +136,24 @@ class Refiner:
             (lambda: self.additions.edits(cur.ast, downsample(cur.mask, self.rank_size), ctx) if "add" in moves else [],
              self.config.min_add_gain),
         ]
-        for edits, min_gain in tiers:
-            if out_of_budget():
+        size = max(cur.size, 1)
+        for i, (make, min_gain) in enumerate(tiers):
+            # Listing and ranking a tier cannot be interrupted; skip it when it is not expected
+            # to finish in time (its recent cost per program node, process-wide), so the
+            # deadline is overshot by little.
+            if out_of_budget() or time_left() < _TIER_COST.get(i, 0.0) * size:
                 return None
-            found = self._confirm(cur, ctx, edits(), out_of_budget)
+            t = time.perf_counter()
+            edits = make()
+            scores = ctx.score_all(edits) if edits else np.zeros(0)
+            cost = (time.perf_counter() - t) / size
+            _TIER_COST[i] = cost if i not in _TIER_COST else 0.7 * _TIER_COST[i] + 0.3 * cost
+            found = self._confirm(cur, ctx, edits, scores, out_of_budget)
             if found is not None and found.iou >= cur.iou + min_gain:
                 return found
         if self.config.exhaustive and not out_of_budget():
             ring = local_edits(cur.ast, tuple(m for m in moves if m in LOCAL_MOVES or m in PAIR_MOVES))
-            return self._confirm(cur, ctx, ring, out_of_budget, limit=self.config.exhaustive)
+            return self._confirm(cur, ctx, ring, ctx.score_all(ring), out_of_budget, limit=self.config.exhaustive)
         return None
 
     def _confirm(
@@ -144,15 +161,16 @@ class Refiner:
         cur: Evaluated,
         ctx: StepContext,
         edits: list[Edit],
+        scores: np.ndarray,
         out_of_budget: Callable[[], bool],
         limit: int | None = None,
     ) -> Evaluated | None:
-        """Rank edits approximately, render the best ``limit`` (default ``max_confirm``) exactly
-        in rounds of ``confirm``, and return the best of the first round that improves."""
+        """Given the edits' approximate scores, render the best ``limit`` (default
+        ``max_confirm``) exactly in rounds of ``confirm``; return the best of the first round
+        that improves on ``cur``."""
         if not edits:
             return None
         cfg = self.config
-        scores = ctx.score_all(edits)
         # Best first; among equal scores, the edit leaving the smaller program first.
         growth = np.array([e.growth for e in edits])
         order = np.lexsort((growth, -scores))

@@ -2,9 +2,9 @@
 
 A strategy works on one :class:`Session` (one target image): it asks the proposer for
 programs, the verifier scores them exactly, and the strategy picks (and maybe refines) one.
-Every strategy's first proposal request is declared up front (:meth:`Strategy.first_request`)
-so that :func:`img2prog.search.search_batch` can send it for many images in one batched
-proposer call; whatever a strategy does after that is per image.
+Every strategy's first proposal requests are declared up front (:meth:`Strategy.first_requests`)
+so that :func:`img2prog.search.search_batch` can send them for many images in batched proposer
+calls; whatever a strategy does after that is per image.
 
 Budgets (:class:`Budget`), per image:
 
@@ -12,10 +12,12 @@ Budgets (:class:`Budget`), per image:
   (in one call, or in rounds when a time limit is also set and runs out first); beam search
   uses it as the beam width; ``auto`` draws at most this many and stops early at a
   pixel-perfect match.
-- ``time_limit``: wall-clock seconds. Checked before every proposer call (using the measured
-  cost of the previous call to decide whether another fits) and between refinement steps. A
-  proposer call in flight is never interrupted, so a very slow proposer overshoots by at most
-  one call; refinement overshoots by at most one step (milliseconds).
+- ``time_limit``: wall-clock seconds for everything done for the image, its share of batched
+  calls included. Checked before every proposer call (the measured cost of the previous call
+  decides whether another fits), before every exact render in refinement, and before each
+  tier of edits (skipped when its recent cost does not fit). A proposer call in flight is never
+  interrupted, so a proposer slower than its last measurement overshoots by part of a call;
+  otherwise the overshoot is a few milliseconds.
 - ``evaluations``: exact renders spent by refinement (a machine-independent budget).
 
 Strategies compose: :class:`Refine` refines whatever another strategy picked
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from img2prog.lang.csg2d.ast import EMPTY
 from img2prog.search.base import Candidate, ProposalMethod, Proposer
 from img2prog.search.refine import RefineConfig, Refiner, better
 from img2prog.search.scorers import Scorer, VerifierScorer
@@ -120,12 +123,17 @@ class Session:
         return t * max(1.0, n / max(m, 1)) <= left
 
     # ---- proposals ------------------------------------------------------------------
-    def receive(self, candidates: list[Candidate], method: ProposalMethod, seconds: float) -> list[Evaluated]:
-        """Score a proposer's answer for this image and add it to the pool."""
+    def receive(
+        self, candidates: list[Candidate], method: ProposalMethod, seconds: float, batched: bool = False
+    ) -> list[Evaluated]:
+        """Score a proposer's answer for this image and add it to the pool. ``seconds`` is what
+        the call cost this image; for its share of a call batched over several images, the
+        estimate for a call of its own is doubled (batching roughly halves the per-image cost
+        of the native model on a CPU), so that deadlines are not overrun by the next call."""
         self.calls += 1
         if method != "greedy":
             self.samples_drawn += len(candidates)
-        self._last_call = (seconds, max(len(candidates), 1))
+        self._last_call = (seconds * (2.0 if batched else 1.0), max(len(candidates), 1))
         self.proposals.extend(candidates)
         evs = [self.verifier.evaluate(c.program, c.logprob) for c in candidates]
         self.pool.extend(evs)
@@ -172,8 +180,6 @@ class Session:
 
     def fallback(self) -> Evaluated:
         """What to return when nothing proposed renders: the empty program."""
-        from img2prog.lang.csg2d.ast import EMPTY
-
         return self.verifier.evaluate_ast(EMPTY)
 
 
@@ -183,6 +189,11 @@ class Strategy(ABC):
     @abstractmethod
     def first_request(self, budget: Budget, sampling: SamplingConfig) -> Request | None:
         """The proposer call this strategy starts with (batched across images by the caller)."""
+
+    def first_requests(self, budget: Budget, sampling: SamplingConfig) -> list[Request]:
+        """All the calls made up front, batched across images (by default the first one)."""
+        r = self.first_request(budget, sampling)
+        return [] if r is None else [r]
 
     @abstractmethod
     def run(self, s: Session) -> Evaluated:
@@ -306,6 +317,10 @@ class AutoConfig:
     first_round: int = 4  # samples in the first sampling round; later rounds double
     max_round: int = 32
     refine_per_round: int = 2  # distinct samples refined after each round (best first)
+    refine_first: bool = True  # refine the greedy answer before the first sampling round
+    # Samples drawn up front with the greedy decode, batched across images (0: none). Costs
+    # little per image in a batch, and gives refinement other starting points early.
+    batched_samples: int = 0
 
 
 class Auto(Strategy):
@@ -327,6 +342,12 @@ class Auto(Strategy):
 
     def first_request(self, budget, sampling):
         return Request("greedy", 1)
+
+    def first_requests(self, budget, sampling):
+        n = self.config.batched_samples
+        if budget.samples is not None:
+            n = min(n, budget.samples)
+        return [Request("greedy", 1)] + ([Request("sample", n)] if n > 0 else [])
 
     def run(self, s: Session) -> Evaluated:
         cfg = self.config
@@ -352,7 +373,7 @@ class Auto(Strategy):
             fresh = {e.text: e for e in s.pool if e.ok and e.text not in s.refined}
             return sorted(fresh.values(), key=Evaluated.key, reverse=True)
 
-        if not best.perfect:
+        if not best.perfect and cfg.refine_first:
             refine_from(best)
         n = cfg.first_round
         while not best.perfect and not s.expired():

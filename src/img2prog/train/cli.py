@@ -7,7 +7,6 @@ synthetic data) is here; fine-tuning recipes (``sft``, ``self``, ``rl``) registe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -37,8 +36,8 @@ def native(
     mixture: str = typer.Option("mixed", "--data", help="Generator profile or mixture (e.g. mixed, default, hard)."),
     reuse: int = typer.Option(4, "--reuse", min=1, help="Passes over each generated chunk (see train/data.py)."),
     chunk_blocks: int = typer.Option(128, "--chunk-blocks", min=1, help="Generator blocks (256 samples) per chunk."),
-    data_shards: Optional[int] = typer.Option(None, "--data-shards", help="Virtual data shards (default: processes)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Generator processes (default: cores − 1)."),
+    data_shards: int | None = typer.Option(None, "--data-shards", help="Virtual data shards (default: processes)."),
+    workers: int | None = typer.Option(None, "--workers", help="Generator processes (default: cores − 1)."),
     eval_sets: str = typer.Option("csg2d-test", "--eval", help="Comma-separated evaluation sets ('' for none)."),
     eval_every: int = typer.Option(1000, "--eval-every", min=0, help="Steps between evaluations (0: final only)."),
     eval_limit: int = typer.Option(1000, "--eval-limit", min=1, help="Images per set in periodic evaluations."),
@@ -46,13 +45,13 @@ def native(
     log_every: int = typer.Option(50, "--log-every", min=1),
     snapshot_every: int = typer.Option(0, "--snapshot-every", min=0, help="Keep an fp16 model every N steps."),
     seed: int = typer.Option(0, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (GPU)."),
-    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="Seconds; save and stop when exceeded."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Seconds of training: lowers --steps to fit (timed early, before warmup ends)."),
-    stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Save and stop at this step (resume later)."),
-    init_from: Optional[str] = typer.Option(None, "--init-from", help="Start from these weights (fine-tune)."),
-    model_json: Optional[str] = typer.Option(None, "--model-config", help='JSON overrides, e.g. \'{"dec_layers": 3}\'.'),
+    time_limit: float | None = typer.Option(None, "--time-limit", help="Seconds; save and stop when exceeded."),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="Seconds of training: lowers --steps to fit (timed early, before warmup ends)."),
+    stop_at: int | None = typer.Option(None, "--stop-at", help="Save and stop at this step (resume later)."),
+    init_from: str | None = typer.Option(None, "--init-from", help="Start from these weights (fine-tune)."),
+    model_json: str | None = typer.Option(None, "--model-config", help='JSON overrides, e.g. \'{"dec_layers": 3}\'.'),
 ) -> None:
     """Train the native image→program model from scratch on the handcrafted generator.
 

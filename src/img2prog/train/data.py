@@ -45,8 +45,8 @@ QUALITATIVE = (
     "(+ (Quad 8 10 2 8 0) (Quad 8 3 2 2 0))",
     "(+ (Quad 4 4 2 4 0) (Quad 12 4 2 4 45) (Quad 4 12 2 4 90) (Quad 12 12 2 4 135))",
     "(+ (- (Circle 5 7 5) (Circle 5 7 6)) (Quad 7 6 2 2 45) (Circle 2 4 10) (Circle 2 10 10))",
-    "(- (+ (- (Circle 5 8 8) (Circle 4 8 8)) (- (Circle 4 8 12) (Circle 3 8 13)) (- (Circle 4 5 6) "
-    "(Circle 3 4 5)) (- (Circle 4 11 6) (Circle 3 12 5))) (Circle 2 8 8))",
+    ("(- (+ (- (Circle 5 8 8) (Circle 4 8 8)) (- (Circle 4 8 12) (Circle 3 8 13)) (- (Circle 4 5 6) "
+     "(Circle 3 4 5)) (- (Circle 4 11 6) (Circle 3 12 5))) (Circle 2 8 8))"),
 )
 
 
@@ -54,7 +54,7 @@ def barred_programs() -> list[str]:
     """Every program training must never see: the named test sets and the qualitative four."""
     programs = list(QUALITATIVE)
     try:
-        import img2prog.data.testsets as testsets
+        from img2prog.data import testsets
     except ModuleNotFoundError as e:
         if e.name != "img2prog.data.testsets":
             raise

@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from img2prog.lang.csg2d import tokens as T
-from img2prog.models.native import NativeConfig, NativeModel, preset
+from img2prog.models.native import NativeModel, preset
 from img2prog.train.data import ChunkLoader, DataConfig, unpack_images
 
 
@@ -70,7 +70,7 @@ class TrainConfig:
     init_from: str | None = None  # start from these weights (a model folder or shipped name): fine-tuning
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         d["data"] = DataConfig(**d.get("data", {}))
         d["eval_sets"] = tuple(d.get("eval_sets", ()))
@@ -296,7 +296,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str |
             from torch.utils.tensorboard import SummaryWriter
 
             tb = SummaryWriter(str(out / "tb"))
-        except Exception:  # TensorBoard is optional
+        except Exception:  # noqa: BLE001 — TensorBoard is optional; any import/setup failure skips it
             tb = None
     bar = None
     if d.main and progress and sys.stderr.isatty():

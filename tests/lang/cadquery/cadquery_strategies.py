@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from img2prog.lang.cadquery.ast import EDGE_SELECTORS, Arc, Boolean, Circle, Extrusion, Finish, Line, Loop, Plane, Program
+from img2prog.lang.cadquery.ast import (
+    EDGE_SELECTORS,
+    Arc,
+    Boolean,
+    Circle,
+    Extrusion,
+    Finish,
+    Line,
+    Loop,
+    Plane,
+    Program,
+)
 from img2prog.lang.cadquery.tokens import _AXES, FRAMES, GRID_DENOM, GRID_MAX, GRID_MIN
 
 grid = st.integers(GRID_MIN, GRID_MAX).map(lambda k: k / GRID_DENOM)

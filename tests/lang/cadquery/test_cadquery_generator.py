@@ -7,10 +7,10 @@ import random
 import pytest
 
 from img2prog.lang.cadquery import parse, to_script
+from img2prog.lang.cadquery import testsets as TS
 from img2prog.lang.cadquery import tokens as T
 from img2prog.lang.cadquery.ast import Boolean, Circle, Extrusion, Program
 from img2prog.lang.cadquery.generator import LIMIT, GeneratorConfig, PartGenerator, _shape2d, first_body
-from img2prog.lang.cadquery import testsets as TS
 
 CONFIG = GeneratorConfig(max_bodies=3, p_holes=0.6, p_finish=0.3)
 

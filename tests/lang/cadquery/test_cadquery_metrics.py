@@ -110,3 +110,31 @@ def test_load_programs(tmp_path):
         load_programs(jsonl)
     with pytest.raises(ValueError, match="not a named test set"):
         load_programs(tmp_path / "missing")
+
+
+def test_score_files_and_script_arguments(tmp_path, executor):
+    import json
+
+    from img2prog.lang.cadquery.metrics import read_script_argument, score_files
+
+    targets = tmp_path / "targets.jsonl"
+    targets.write_text("".join(json.dumps({"id": k, "program": box(0, 0, 0, w, 1, 1)}) + "\n"
+                               for k, w in (("a", 1), ("b", 2))))
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"id": "b", "program": box(0, 0, 0, 2, 1, 1)}) + "\n"
+                     + json.dumps({"id": "a", "program": None}) + "\n")
+    report, ids, how = score_files(preds, targets, executor=executor, chamfer_points=0)
+    assert how == "id" and ids == ["a", "b"]
+    assert report.vsr == 0.5 and report.iou == pytest.approx(0.5) and report.chamfer is None
+    preds.write_text(json.dumps({"program": None}) + "\n")
+    with pytest.raises(ValueError, match="1 predictions for 2 targets"):
+        score_files(preds, targets, executor=executor)
+    preds.write_text(json.dumps({"id": "zz", "program": None}) + "\n")
+    with pytest.raises(ValueError, match="'zz' is not among the targets"):
+        score_files(preds, targets, executor=executor)
+    script = tmp_path / "part.py"
+    script.write_text(box(0, 0, 0, 1, 1, 1))
+    assert read_script_argument(str(script)) == box(0, 0, 0, 1, 1, 1)
+    assert read_script_argument("solid = 1") == "solid = 1"
+    with pytest.raises(ValueError, match="cannot read"):
+        read_script_argument(str(tmp_path / "missing.py"))

@@ -79,14 +79,14 @@ def test_human_style_scripts_canonicalise_to_the_same_program():
         # named plane, pen at the origin, no moveTo, integer literals, `result` variable
         "import cadquery as cq\nresult = cq.Workplane().lineTo(1, 0).lineTo(1, 1).lineTo(0, 1).close().extrude(1)\n",
         # explicit plane with tuples and keywords, arithmetic, math, a number variable
-        "import cadquery\nimport math\nh = 2 * 0.5\n"
-        "wp = cadquery.Workplane(cadquery.Plane(origin=(0, 0, 0), xDir=(1, 0, 0), normal=(0, 0, 1)))\n"
-        "sq = wp.moveTo(0.0, 0.0).lineTo(h, 0).lineTo(math.sqrt(1), h).lineTo(0, h / 1).close()\n"
-        "solid = wp.add(sq).extrude(until=h)\n",
-        # a Plane in a variable, the closing segment left to close()
-        "import cadquery as cq\npl = cq.Plane(cq.Vector(0, 0, 0), cq.Vector(1, 0, 0), cq.Vector(0, 0, 1))\n"
-        "\"\"\"docstrings and comments are ignored\"\"\"\nwp = cq.Workplane(pl)  # comment\n"
-        "solid = wp.moveTo(0, 0).lineTo(1, 0).lineTo(1, 1).lineTo(0, 1).lineTo(0, 0).close().extrude(1)\n",
+        ("import cadquery\nimport math\nh = 2 * 0.5\n"
+         "wp = cadquery.Workplane(cadquery.Plane(origin=(0, 0, 0), xDir=(1, 0, 0), normal=(0, 0, 1)))\n"
+         "sq = wp.moveTo(0.0, 0.0).lineTo(h, 0).lineTo(math.sqrt(1), h).lineTo(0, h / 1).close()\n"
+         "solid = wp.add(sq).extrude(until=h)\n"),
+        # a Plane in a variable, an explicit closing segment
+        ("import cadquery as cq\npl = cq.Plane(cq.Vector(0, 0, 0), cq.Vector(1, 0, 0), cq.Vector(0, 0, 1))\n"
+         "\"\"\"docstrings and comments are ignored\"\"\"\nwp = cq.Workplane(pl)  # comment\n"
+         "solid = wp.moveTo(0, 0).lineTo(1, 0).lineTo(1, 1).lineTo(0, 1).lineTo(0, 0).close().extrude(1)\n"),
     ]
     for text in same:
         assert parse(text) == box, text

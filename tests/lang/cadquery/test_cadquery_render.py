@@ -62,8 +62,11 @@ def test_render_layout_and_colours():
             assert (tile < 255).sum() > 100  # each view shows the box
             assert tile[0, 0] == 255 and tile[-1, -1] == 255  # on white
             assert len(np.unique(tile[tile < 255])) >= 3  # three visible faces, shaded apart
+    odd = render_mesh(box_mesh(), 65)
+    assert odd.shape == (65, 65, 3) and (odd[-1] == 255).all() and (odd[:, -1] == 255).all()
+    assert np.array_equal(odd[:64, :64], img)
     with pytest.raises(ValueError):
-        render_mesh(box_mesh(), 63)
+        render_mesh(box_mesh(), 7)
 
 
 def test_render_is_deterministic_and_normalised():

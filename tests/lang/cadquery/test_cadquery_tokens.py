@@ -160,8 +160,8 @@ def test_quantize_snaps_gencad_noise_and_rejects_vanishing_sizes():
 
 
 def test_language_interface_tokens():
-    from img2prog.lang import get_language
     import img2prog.lang.cadquery.language  # noqa: F401  (registers the language)
+    from img2prog.lang import get_language
 
     lang = get_language("cadquery")
     assert lang.tokenizer is T.TOKENIZER

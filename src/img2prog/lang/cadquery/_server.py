@@ -96,10 +96,10 @@ def _props(shape) -> dict[str, Any]:
     }
 
 
-def _mesh(shape, rel_tolerance: float, blobs: list[bytes]) -> dict[str, Any]:
+def _mesh(shape, rel_tolerance: float, angular: float, blobs: list[bytes]) -> dict[str, Any]:
     bb = shape.BoundingBox()
     tol = max(rel_tolerance * bb.DiagonalLength, 1e-7)
-    verts, tris = shape.tessellate(tol, 0.2)
+    verts, tris = shape.tessellate(tol, angular)
     v = np.array([p.toTuple() for p in verts], dtype=np.float32).reshape(-1, 3)
     t = np.array(tris, dtype=np.uint32).reshape(-1, 3)
     return {"vertices": array_spec(v, blobs), "triangles": array_spec(t, blobs)}
@@ -136,7 +136,8 @@ def _run_job(job: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], l
             message = f"{name}: {type(e).__name__}: {e}"
             return {"ok": False, "error": message[:4000], "memory_exceeded": _is_oom(e), "failed_item": i}, []
         if job.get("mesh"):
-            props["mesh"] = _mesh(shape, float(job.get("tolerance", 1e-3)), out_blobs)
+            props["mesh"] = _mesh(shape, float(job.get("tolerance", 2e-3)), float(job.get("angular_tolerance", 0.3)),
+                                  out_blobs)
         if job.get("brep"):
             buf = io.BytesIO()
             shape.exportBrep(buf)
@@ -359,7 +360,7 @@ def serve() -> None:
     proto_in = sys.stdin.buffer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the client owns the lifetime (closes stdin)
     try:
-        import cadquery  # noqa: F401  (the point of the server: import once, fork many)
+        import cadquery
     except Exception as e:
         write_frame(proto_out, {"ready": False, "error": f"cannot import cadquery: {type(e).__name__}: {e}"})
         return

@@ -51,7 +51,7 @@ def decode_frame(data: bytes, max_blob_bytes: int) -> tuple[dict[str, Any], list
     if n > MAX_HEADER or 4 + n > len(data):
         raise WireError(f"frame header length {n} is invalid for a {len(data)}-byte frame")
     header = _parse_header(data[4 : 4 + n])
-    sizes = header["blobs"] if "blobs" in header else []
+    sizes = header.get("blobs", [])
     if sum(sizes) > max_blob_bytes or 4 + n + sum(sizes) != len(data):
         raise WireError("frame blob sizes do not match the data")
     blobs, pos = [], 4 + n

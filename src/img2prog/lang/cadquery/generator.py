@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -335,11 +336,19 @@ def finish_step(rng: random.Random, bbox: tuple[float, ...]) -> Finish:
 
 @dataclass
 class Stats:
+    """Counters shared by the generator's worker threads."""
+
     attempts: int = 0  # sandbox jobs run
     rejected: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def attempt(self) -> None:
+        with self._lock:
+            self.attempts += 1
 
     def reject(self, why: str) -> None:
-        self.rejected[why] = self.rejected.get(why, 0) + 1
+        with self._lock:
+            self.rejected[why] = self.rejected.get(why, 0) + 1
 
 
 def _in_bounds(info: SolidInfo) -> bool:
@@ -358,7 +367,7 @@ class PartGenerator:
         self.stats = Stats()
 
     def _run(self, program: Program) -> ExecResult:
-        self.stats.attempts += 1
+        self.stats.attempt()
         return self.executor.run(program, mesh=False)
 
     def part(self, index: int) -> Part | None:

@@ -31,7 +31,7 @@ import numpy as np
 from img2prog.lang.cadquery.ast import Program
 from img2prog.lang.cadquery.geometry import chamfer_distance, sample_surface
 from img2prog.lang.cadquery.parser import parse
-from img2prog.lang.cadquery.sandbox import Brep, Executor, default_executor
+from img2prog.lang.cadquery.sandbox import Brep, Executor, cadquery_available, default_executor
 from img2prog.lang.errors import ProgramError
 
 CHAMFER_POINTS = 2048
@@ -121,6 +121,8 @@ def score(
     """
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
+    if executor is None and not cadquery_available():
+        raise ValueError("scoring CadQuery programs needs CadQuery: pip install 'img2prog[cad]'")
     executor = executor or default_executor()
     start = time.perf_counter()
     rows = executor.map(
@@ -158,7 +160,6 @@ def iou(a: str | Program | Brep, b: str | Program | Brep, normalize: bool = True
 def valid_syntax_rate(programs: Sequence[str | Program | None], executor: Executor | None = None) -> float:
     """Share of programs that validate and build a valid solid."""
     executor = executor or default_executor()
-    ok = 0
     todo = []
     for p in programs:
         if p is None:
@@ -168,8 +169,7 @@ def valid_syntax_rate(programs: Sequence[str | Program | None], executor: Execut
         except ProgramError:
             continue
     results = executor.run_many(todo, mesh=False)
-    ok = sum(r.ok for r in results)
-    return ok / len(programs) if programs else 0.0
+    return sum(r.ok for r in results) / len(programs) if programs else 0.0
 
 
 # --------------------------------------------------------------------------------------
@@ -208,3 +208,62 @@ def load_programs(spec: str | Path) -> tuple[list[str], list[str]]:
         ids.append(str(row.get("id", len(ids))))
         programs.append(row["program"])
     return ids, programs
+
+
+def read_script_argument(arg: str) -> str:
+    """A script given on the command line: the text of ``arg`` if it names a file, else ``arg``."""
+    path = Path(arg)
+    try:
+        if path.suffix == ".py" or (len(arg) < 4096 and "\n" not in arg and path.is_file()):
+            return path.read_text()
+    except OSError as e:
+        raise ValueError(f"{arg}: cannot read the script ({e.strerror or e})") from None
+    return arg
+
+
+def score_files(predictions: str | Path, targets: str | Path, executor: Executor | None = None,
+                chamfer_points: int = CHAMFER_POINTS) -> tuple[CadMetricsReport, list[str], str]:
+    """Score a predictions JSONL (``program`` per line, null = no answer; optional ``id``)
+    against targets (see :func:`load_programs`). Lines are matched by ``id`` when every
+    prediction has one, else by line order. Returns (report, target ids, how matched);
+    ``ValueError`` names the line for anything malformed or unmatched."""
+    target_ids, target_programs = load_programs(targets)
+    path = Path(predictions)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such predictions file")
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or "program" not in row:
+            raise ValueError(f"{path}:{lineno}: missing 'program' field")
+        if row["program"] is not None and not isinstance(row["program"], str):
+            raise ValueError(f"{path}:{lineno}: 'program' must be a string or null")
+        rows.append((lineno, row))
+    if rows and all("id" in r for _, r in rows):
+        index = {t: i for i, t in enumerate(target_ids)}
+        preds: list[str | None] = [None] * len(target_ids)
+        seen: dict[int, int] = {}
+        for lineno, r in rows:
+            key = str(r["id"])
+            if key not in index:
+                raise ValueError(f"{path}:{lineno}: id {key!r} is not among the targets")
+            if index[key] in seen:
+                raise ValueError(f"{path}:{lineno}: id {key!r} predicted twice (first on line {seen[index[key]]})")
+            seen[index[key]] = lineno
+            preds[index[key]] = r["program"]
+        if len(seen) != len(target_ids):
+            missing = next(t for i, t in enumerate(target_ids) if i not in seen)
+            raise ValueError(f"{path}: no prediction for target id {missing!r}")
+        how = "id"
+    else:
+        if len(rows) != len(target_ids):
+            raise ValueError(f"{path}: {len(rows)} predictions for {len(target_ids)} targets (matched by line "
+                             "order; give every line an 'id' to match by name)")
+        preds, how = [r["program"] for _, r in rows], "line order"
+    report = score(preds, target_programs, executor=executor, chamfer_points=chamfer_points)
+    return report, target_ids, how

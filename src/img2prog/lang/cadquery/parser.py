@@ -174,9 +174,7 @@ def parse(text: str) -> Program:
         raise ProgramError(f"invalid Python syntax ({e.msg}) at line {e.lineno}{shown}", offset) from None
     except (ValueError, RecursionError, MemoryError, OverflowError) as e:  # null bytes, deep nesting
         raise ProgramError(f"script cannot be read as Python: {type(e).__name__}: {e}") from None
-    count = 0
-    for _ in pyast.walk(tree):
-        count += 1
+    for count, _ in enumerate(pyast.walk(tree), 1):
         if count > MAX_AST_NODES:
             raise ProgramError(f"script has more than {MAX_AST_NODES} syntax nodes (size limit)")
     try:
@@ -614,9 +612,9 @@ class _Chain:
         return _Solid(self._make(Program, call, body))
 
     @staticmethod
-    def _make(cls, node: pyast.AST, *args):
+    def _make(node_type, node: pyast.AST, *args):
         try:
-            return cls(*args)
+            return node_type(*args)
         except ProgramError as e:
             raise _Fail(e.message, node) from None
 

@@ -143,13 +143,14 @@ def render_view(mesh: Mesh, direction: np.ndarray, size: int) -> np.ndarray:
 
 
 def render_mesh(mesh: Mesh, size: int = DEFAULT_SIZE, normalize: bool = True) -> np.ndarray:
-    """The 2×2 multi-view image of a mesh, (size, size, 3) uint8 (``size`` even, ≥ 8)."""
-    if size < 8 or size % 2:
-        raise ValueError(f"image size must be an even number ≥ 8, got {size}")
+    """The 2×2 multi-view image of a mesh, (size, size, 3) uint8 (``size`` ≥ 8; for an odd
+    size the last row and column stay white)."""
+    if size < 8:
+        raise ValueError(f"image size must be at least 8, got {size}")
     if normalize:
         mesh = mesh.normalized()
     half = size // 2
-    gray = np.empty((size, size), dtype=np.uint8)
+    gray = np.full((size, size), 255, dtype=np.uint8)
     for i, d in enumerate(VIEW_DIRECTIONS):
         r, c = divmod(i, 2)
         gray[r * half : (r + 1) * half, c * half : (c + 1) * half] = render_view(mesh, d, half)

@@ -511,6 +511,20 @@ def min_tokens() -> int:
 
 
 __all__ = [
-    "CadQueryConstraint", "FRAMES", "GRID_DENOM", "GRID_MAX", "GRID_MIN", "GRID_STEP", "TOKENIZER",
-    "TOKENS", "VOCAB_SIZE", "decode", "encode", "min_tokens", "number_id", "on_grid", "quantize", "snap",
+    "FRAMES",
+    "GRID_DENOM",
+    "GRID_MAX",
+    "GRID_MIN",
+    "GRID_STEP",
+    "TOKENIZER",
+    "TOKENS",
+    "VOCAB_SIZE",
+    "CadQueryConstraint",
+    "decode",
+    "encode",
+    "min_tokens",
+    "number_id",
+    "on_grid",
+    "quantize",
+    "snap",
 ]
