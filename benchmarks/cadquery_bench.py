@@ -56,6 +56,7 @@ def main() -> None:
         print(f"{workers} servers started in {time.perf_counter() - t:.1f} s")
         executors[workers].run_many(programs[: workers * 2])  # warm the client's thread pool
     rounds: dict[int, list[float]] = {w: [] for w in counts}
+    last: dict[int, list] = {}
     cpu: dict[int, list[float]] = {w: [] for w in counts}
     for r in range(args.rounds):
         for workers, ex in executors.items():
@@ -63,6 +64,7 @@ def main() -> None:
             results = ex.run_many(programs)
             rounds[workers].append(len(programs) / (time.perf_counter() - t))
             cpu[workers] += [x.cpu_s for x in results]
+            last[workers] = results
             assert all(x.ok for x in results), [x.error for x in results if not x.ok][:3]
         print(f"round {r + 1}: " + ", ".join(f"{w} workers {rounds[w][-1]:.1f}/s" for w in counts)
               + f" (load {os.getloadavg()[0]:.1f})")
@@ -113,7 +115,7 @@ def main() -> None:
               f"a sandbox job costs x{np.mean(cpu[workers]) / inproc_cpu:.2f} the CPU")
 
         # Rendering.
-        meshes = [r.solid.mesh for r in results if r.ok]
+        meshes = [r.solid.mesh for r in last[workers] if r.ok]
         render_mesh(meshes[0])
         t = time.perf_counter()
         for m in meshes:

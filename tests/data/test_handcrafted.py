@@ -185,3 +185,27 @@ def test_shards_own_disjoint_programs():
             assert leaf_owner(leftmost_primitive(parse(p)), 3) == shard
         seen[shard] = set(progs)
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+
+
+def test_geometry_engine_failure_while_sampling_is_a_rejection(monkeypatch):
+    """GEOS can give up inside the sampler's own boolean operations on degenerate shapes;
+    the block must reject that candidate and go on, never raise."""
+    import shapely.errors
+
+    import img2prog.data.sampler as sampler_module
+
+    real_sample = sampler_module.Sampler.sample
+    calls = {"n": 0}
+
+    def flaky_sample(self):
+        calls["n"] += 1
+        if calls["n"] % 3 == 1:
+            raise shapely.errors.GEOSException("Unable to determine overlay result geometry dimension")
+        return real_sample(self)
+
+    monkeypatch.setattr(sampler_module.Sampler, "sample", flaky_sample)
+    spec = BlockSpec(parse_mixture("default"), seed=3, block_size=8)
+    validator = Validator(None, (256,))
+    samples = list(iter_block(spec, 0, None, validator))
+    assert len(samples) == 8
+    assert validator.rejected["render_error"] >= 3

@@ -30,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import shapely.errors
 
 from img2prog.data.barring import BarSet
 from img2prog.data.checks import SPEC_SIZE, Evaluated, black_share, image_key, remove_operand
@@ -222,8 +223,16 @@ def iter_block(
     produced = misses = 0
     while produced < spec.block_size:
         sampler = components[0][0] if single else weighted(rng, components)
-        candidate = sampler.sample()
-        ok = validator.check(candidate, sampler.p, seen, sampler.geometries, owner_ok)
+        try:
+            candidate = sampler.sample()
+        except shapely.errors.GEOSException:
+            # The sampler's local checks run boolean operations; GEOS gives up on a few
+            # degenerate configurations (as the SPEC recipe would when rendering them). Such a
+            # candidate could never be rendered, so it is a rejection like any other.
+            validator.rejected["render_error"] += 1
+            ok = None
+        else:
+            ok = validator.check(candidate, sampler.p, seen, sampler.geometries, owner_ok)
         if ok is None:
             misses += 1
             if misses >= max_consecutive_rejections:

@@ -88,3 +88,9 @@ def native(
     except (ValueError, FileNotFoundError, KeyError) as e:
         _fail(str(e.args[0]) if e.args else str(e))
     typer.echo(json.dumps({k: v for k, v in summary.items() if k not in ("losses", "curve")}, indent=1))
+
+
+# QLoRA supervised fine-tuning of Hugging Face VLMs (heavy imports stay inside the command).
+from img2prog.train.sft_cli import sft  # noqa: E402
+
+app.command("sft")(sft)
