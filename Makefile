@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)" || $(PIP) install -q "torch>=2.2"
-	$(PIP) install -q -e ".[model,hf,dev]"
+	$(PIP) install -q -e ".[model,hf,cad,dev]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -17,7 +17,7 @@ import typer
 from img2prog.data.cli import app as data_app
 from img2prog.eval.cli import app as eval_app
 from img2prog.experiments.cli import app as experiment_app
-from img2prog.lang.errors import ProgramError
+from img2prog.lang.errors import ProgramError, RenderError
 from img2prog.models.cli import infer as infer_command
 from img2prog.train.cli import app as train_app
 
@@ -92,8 +92,17 @@ def render(
     if program is not None:
         if output is None:
             fail("missing -o/--output PNG file for the rendered program")
+        if lang == "cadquery":  # the argument may name a script file
+            from img2prog.lang.cadquery.metrics import read_script_argument
+
+            try:
+                program = read_script_argument(program)
+            except ValueError as e:
+                fail(str(e))
         try:
             arr = language.render(program, size)
+        except RenderError as e:
+            fail(f"cannot render: {e}")
         except ProgramError as e:
             fail(f"not a program: {e}")
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -366,6 +375,28 @@ def _write_rows(report, keys: list[str], how: str, path: Path) -> None:
         fail(f"{path}: cannot write rows ({e.strerror or e})")
 
 
+def _score_cadquery(predictions: Path, targets: str, as_json: bool, rows: Path | None) -> None:
+    """VSR, IoU and Chamfer distance of CadQuery predictions (see img2prog.lang.cadquery.metrics)."""
+    from img2prog.lang.cadquery.metrics import score_files
+
+    try:
+        report, keys, how = score_files(predictions, targets)
+    except ValueError as e:
+        fail(str(e))
+    if rows is not None:
+        from img2prog.data.io import write_jsonl
+
+        try:
+            write_jsonl([{"id": k, **r} for k, r in zip(keys, report.rows)], rows)
+        except OSError as e:
+            fail(f"{rows}: cannot write rows ({e.strerror or e})")
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        typer.echo(f"{predictions} vs {targets} ({report.n} samples, matched by {how})")
+        typer.echo(str(report))
+
+
 @app.command(help=SCORE_HELP)
 def score(
     predictions: Annotated[Path, typer.Option("--predictions", "-p", help=PREDICTIONS_HELP)],
@@ -387,6 +418,9 @@ def score(
     """Score predictions against targets; see SCORE_HELP for the user-facing text."""
     from img2prog.data.io import DataError, read_jsonl_lines
 
+    if lang == "cadquery":
+        _score_cadquery(predictions, targets, as_json, rows)
+        return
     language = _language_or_fail(lang)
     try:
         preds = read_jsonl_lines(predictions)

@@ -177,6 +177,7 @@ def get_language(name: str = "csg2d") -> Language:
     if name not in _INSTANCES:
         if name not in _REGISTRY:
             # Languages register on import; import the built-in ones lazily.
+            import img2prog.lang.cadquery.language  # noqa: F401  (does not import CadQuery itself)
             import img2prog.lang.csg2d.language  # noqa: F401
         if name not in _REGISTRY:
             raise KeyError(f"unknown language {name!r}; available: {', '.join(sorted(_REGISTRY))}")
@@ -185,6 +186,7 @@ def get_language(name: str = "csg2d") -> Language:
 
 
 def available_languages() -> list[str]:
+    import img2prog.lang.cadquery.language  # noqa: F401  (does not import CadQuery itself)
     import img2prog.lang.csg2d.language  # noqa: F401
 
     return sorted(_REGISTRY)

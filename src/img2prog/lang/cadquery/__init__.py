@@ -10,7 +10,10 @@ and metrics on meshes are plain Python + numpy.
 - :mod:`.tokens` — model vocabulary on a 1/128 grid, ``quantize``, the decoding constraint;
 - :mod:`.sandbox` — ``Executor``: fork-per-job sandbox with CPU/memory/wall/network/file limits;
 - :mod:`.render` — deterministic 2×2 multi-view shaded image from a mesh (numpy z-buffer);
-- :mod:`.metrics` — valid-syntax rate, volumetric IoU (OCC booleans), Chamfer distance.
+- :mod:`.metrics` — valid-syntax rate, volumetric IoU (OCC booleans), Chamfer distance;
+- :mod:`.generator` / :mod:`.testsets` — checked procedural parts; ``cadquery-test`` (200) and
+  ``cadquery-qualitative`` (6), frozen, with :func:`~.testsets.standard_bar` for training data;
+- :mod:`.language` — ``get_language("cadquery")`` once imported.
 """
 
 from img2prog.lang.cadquery.ast import (
