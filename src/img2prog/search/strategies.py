@@ -35,6 +35,7 @@ import numpy as np
 
 from img2prog.lang.csg2d.ast import EMPTY
 from img2prog.search.base import Candidate, ProposalMethod, Proposer
+from img2prog.search.recombine import recombine
 from img2prog.search.refine import RefineConfig, Refiner, better
 from img2prog.search.scorers import Scorer, VerifierScorer
 from img2prog.search.select import mask_key, select_best, select_majority
@@ -318,14 +319,22 @@ class AutoConfig:
     max_round: int = 32
     refine_per_round: int = 2  # distinct samples refined after each round (best first)
     refine_first: bool = True  # refine the greedy answer before the first sampling round
+    # Share of the time left that one refinement may use while other starting points can still
+    # be drawn: refinement sometimes climbs into a cluttered local optimum, and a fresh sample
+    # is then worth more than more steps.
+    refine_share: float = 1.0
+    # After each sampling round, also refine the program assembled from the best parts of all
+    # proposals and refinement results so far (see img2prog.search.recombine).
+    recombine: bool = True
     # Samples drawn up front with the greedy decode, batched across images (0: none). Costs
     # little per image in a batch, and gives refinement other starting points early.
     batched_samples: int = 0
 
 
 class Auto(Strategy):
-    """Greedy → refine → rounds of (sample, refine the most promising new samples), keeping the
-    best program seen, until pixel-perfect or out of budget.
+    """Greedy → refine → rounds of (sample; refine the program recombined from the best parts of
+    everything so far, then the most promising new samples), keeping the best program seen,
+    until pixel-perfect or out of budget.
 
     Refinement goes first because it is cheap next to a model call and most greedy outputs are
     a few edits from the target; sampling then supplies new starting points for the cases
@@ -354,14 +363,19 @@ class Auto(Strategy):
         refiner = Refiner(s.verifier, cfg.refine)
         evals_left = s.budget.evaluations
         best = s.best_by_verifier() or s.fallback()
+        finished: list[Evaluated] = []  # refinement results
 
         def refine_from(start: Evaluated) -> Evaluated:
             nonlocal evals_left, best
             s.refined.add(start.text)
             if evals_left is not None and evals_left <= 0:
                 return start
-            out = refiner.run(start, s.deadline, evals_left)
+            deadline = s.deadline
+            if deadline is not None and s.proposer is not None and cfg.refine_share < 1.0:
+                deadline = s.now() + cfg.refine_share * max(0.0, deadline - s.now())
+            out = refiner.run(start, deadline, evals_left)
             s.refined.add(out.best.text)  # a fixed point is no new start either
+            finished.append(out.best)
             s.refine_steps += out.steps
             if evals_left is not None:
                 evals_left -= out.evaluations
@@ -386,7 +400,16 @@ class Auto(Strategy):
                     if e.ok and better(e, best):
                         best = e
                 n *= 2
-                starts = unrefined()[: cfg.refine_per_round]
+                starts = []
+                if cfg.recombine:
+                    parts = [e.ast for e in s.pool if e.ok] + [e.ast for e in finished]
+                    assembled = recombine(parts, refiner.approx)
+                    if assembled is not None:
+                        e = s.verifier.evaluate_ast(assembled)
+                        best = e if better(e, best) else best
+                        if e.text not in s.refined:
+                            starts.append(e)
+                starts += unrefined()[: cfg.refine_per_round]
             elif s.deadline is not None:
                 starts = unrefined()[:1]  # no more sampling: spend the time left on the pool
                 if not starts:
