@@ -153,7 +153,8 @@ def domain_shift_items(size: int = 256) -> list[tuple[np.ndarray, str, str]]:
 
 @lru_cache(maxsize=4)
 def _cached(size: int):
-    from datasets import Dataset, Features, Image as ImageFeature, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
 
     items = domain_shift_items(size)
     features = Features({"program": Value("string"), "image": ImageFeature(),

@@ -94,3 +94,9 @@ def native(
 from img2prog.train.sft_cli import sft  # noqa: E402
 
 app.command("sft")(sft)
+
+# Rendering-reward fine-tuning of the native model: self-training on verified search results, GRPO.
+from img2prog.train.rl_cli import rl, self_train  # noqa: E402
+
+app.command("self")(self_train)
+app.command("rl")(rl)

@@ -1,0 +1,227 @@
+"""Self-training on unlabeled targets (``img2prog train self``), in the PLAD/GIFT spirit.
+
+Each round:
+
+1. **search** every target image with the current model (:func:`img2prog.search.search_batch`,
+   best-of-N by default);
+2. **verify**: keep a result when it renders pixel-perfectly, or when its IoU with the target
+   is at least ``threshold`` (the best found for a picture no program draws exactly);
+3. **bar**: drop results whose program is a standard test program (any spelling, or the same
+   rendering — :class:`~img2prog.data.barring.BarSet`) and targets that *are* a test image, so
+   self-training never learns a test answer;
+4. **fine-tune** the model with cross-entropy on the kept (image, program) pairs mixed with
+   fresh synthetic samples from the handcrafted generator (``synthetic_ratio`` of each batch;
+   the generator bars the test sets too), which keeps the model from forgetting the
+   in-distribution data;
+5. **report**: searched / kept / perfect / barred counts, mean search IoU, and the greedy
+   metrics on the targets before and after the round (``rounds.jsonl``).
+
+A kept pair is (target image, program) by default — learning to answer the *target* with the
+best program found is what moves the greedy output on shifted data. ``pair_with="render"``
+pairs the program with its own rendering instead (always consistent, as in GIFT).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from img2prog.data.barring import BarSet
+from img2prog.lang.csg2d import rendering
+from img2prog.lang.csg2d import tokens as T
+from img2prog.lang.csg2d.parser import parse
+from img2prog.models.native import NativeModel
+from img2prog.search.base import Proposer, SearchResult
+
+
+@dataclass
+class SelfTrainConfig:
+    model: str = "native-csg2d"
+    rounds: int = 3
+    strategy: str = "best-of-n"  # any search strategy (best-of-n, majority, refine, auto, ...)
+    samples: int = 64  # search budget per image
+    time_limit: float | None = None  # search seconds per image (with or instead of samples)
+    threshold: float = 0.95  # keep best-found results with at least this IoU (perfect ones always)
+    pair_with: str = "target"  # "target" or "render": which image a kept program is trained on
+    steps: int = 200  # fine-tuning steps per round
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    synthetic_ratio: float = 0.5  # share of each batch from the handcrafted generator
+    synthetic_profile: str = "mixed"
+    synthetic_pool: int = 2048  # synthetic samples generated per round
+    search_batch: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pair_with not in ("target", "render"):
+            raise ValueError(f"pair_with must be 'target' or 'render', got {self.pair_with!r}")
+        if not 0 <= self.synthetic_ratio < 1:
+            raise ValueError(f"synthetic_ratio must be in [0, 1), got {self.synthetic_ratio}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+
+
+@dataclass
+class Verified:
+    index: int  # position in the target set
+    image: np.ndarray  # (S, S) uint8 training image
+    program: str
+    iou: float
+    perfect: bool
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image)
+    return a[..., :3].min(axis=-1) if a.ndim == 3 else a
+
+
+def select_verified(images: np.ndarray, results: list[SearchResult], threshold: float, bar: BarSet | None,
+                    pair_with: str = "target") -> tuple[list[Verified], dict[str, int]]:
+    """Results worth training on (see the module docstring) and the counts of what was dropped."""
+    kept: list[Verified] = []
+    counts = {"searched": len(results), "perfect": 0, "above_threshold": 0, "below_threshold": 0,
+              "barred_program": 0, "barred_target": 0}
+    for i, (image, r) in enumerate(zip(images, results)):
+        gray = _gray(image)
+        iou = float(r.iou if r.iou is not None else r.score)
+        if not (r.perfect or iou >= threshold):
+            counts["below_threshold"] += 1
+            continue
+        if bar is not None and bar.bars_image(np.where(gray < 128, 0, 255).astype(np.uint8)):
+            counts["barred_target"] += 1
+            continue
+        if bar is not None and bar.bars(r.program):
+            counts["barred_program"] += 1
+            continue
+        counts["perfect" if r.perfect else "above_threshold"] += 1
+        train_image = gray if pair_with == "target" else rendering.render_gray(r.program, gray.shape[0])
+        kept.append(Verified(i, train_image, r.program, iou, bool(r.perfect)))
+    counts["kept"] = len(kept)
+    return kept, counts
+
+
+def search_targets(images: np.ndarray, proposer: Proposer, cfg: SelfTrainConfig, round_: int) -> list[SearchResult]:
+    from img2prog.search import search_batch
+
+    return search_batch(images, proposer, cfg.strategy, samples=cfg.samples, time_limit=cfg.time_limit,
+                        seed=cfg.seed * 7919 + round_, batch_size=cfg.search_batch)
+
+
+def _tokens(programs: list[str], max_len: int) -> torch.Tensor:
+    rows = []
+    for p in programs:
+        ids = [T.BOS, *T.encode(parse(p)), T.EOS]
+        if len(ids) > max_len:
+            raise ValueError(f"program of {len(ids)} tokens exceeds the model's max_len {max_len}: {p[:60]}")
+        rows.append(ids + [T.PAD] * (max_len - len(ids)))
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def finetune(model: NativeModel, images: np.ndarray, programs: list[str], cfg: SelfTrainConfig,
+             synthetic: tuple[np.ndarray, list[str]] | None, round_: int) -> list[float]:
+    """Cross-entropy fine-tuning on (images, programs) mixed with ``synthetic``; returns losses."""
+    if len(programs) == 0:
+        return []
+    rng = np.random.default_rng([cfg.seed, round_])
+    toks = _tokens(programs, model.config.max_len)
+    syn_toks = _tokens(synthetic[1], model.config.max_len) if synthetic and len(synthetic[1]) else None
+    n_syn = round(cfg.batch_size * cfg.synthetic_ratio) if syn_toks is not None else 0
+    n_own = cfg.batch_size - n_syn
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    losses = []
+    for _ in range(cfg.steps):
+        own = rng.integers(0, len(programs), n_own)
+        batch_imgs, batch_toks = [images[own]], [toks[own]]
+        if n_syn:
+            syn = rng.integers(0, len(synthetic[1]), n_syn)
+            batch_imgs.append(synthetic[0][syn])
+            batch_toks.append(syn_toks[syn])
+        x = model.prepare_images(np.concatenate(batch_imgs))
+        tk = torch.cat(batch_toks).to(model.device)
+        L = int((tk != T.PAD).sum(1).max())
+        _, loss = model(x, tk[:, : L - 1], tk[:, 1:L])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def greedy_report(model: NativeModel, images: np.ndarray) -> dict[str, float]:
+    from img2prog.eval.metrics import compute_metrics
+
+    programs = [row[0][0] for row in model.generate(images)]
+    rep = compute_metrics(programs, np.stack([np.repeat(_gray(im)[..., None], 3, -1) for im in images]), workers=1)
+    return {"f1": rep.f1_score, "iou": rep.iou, "pixel_accuracy": rep.pixel_accuracy, "perfect": rep.perfect}
+
+
+def synthetic_data(cfg: SelfTrainConfig, size: int, bar: BarSet | None, round_: int) -> tuple[np.ndarray, list[str]]:
+    from img2prog.data.handcrafted import generate
+
+    if cfg.synthetic_ratio == 0 or cfg.synthetic_pool == 0:
+        return np.zeros((0, size, size), np.uint8), []
+    res = generate(cfg.synthetic_pool, seed=cfg.seed * 1009 + round_, profile=cfg.synthetic_profile, bar=bar,
+                   image_size=size)
+    return np.stack([s.image for s in res.samples]), [s.program for s in res.samples]
+
+
+def self_train(cfg: SelfTrainConfig, images: np.ndarray, out: str | Path, *, model: NativeModel | None = None,
+               proposer_factory=None, bar: BarSet | None = None, device: str = "cpu", echo=print) -> list[dict]:
+    """Run ``cfg.rounds`` rounds on ``images`` ((N, S, S[, 3]) uint8, labels unused) into ``out``.
+
+    ``bar`` defaults to the standard test sets. ``proposer_factory(model)`` builds the search
+    proposer (default: :class:`~img2prog.models.proposer.NativeProposer`). Writes
+    ``rounds.jsonl`` and the model after each round (``round-K``), and ``model`` at the end.
+    """
+    from img2prog.models.proposer import NativeProposer
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if bar is None:
+        from img2prog.data.testsets import standard_bar
+
+        bar = standard_bar()
+    model = (model if model is not None else NativeModel.from_pretrained(cfg.model)).to(device).eval()
+    proposer_factory = proposer_factory or (lambda m: NativeProposer(m, device=device))
+    images = np.asarray(images)
+    (out / "self_train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    reports = []
+    for k in range(1, cfg.rounds + 1):
+        t0 = time.perf_counter()
+        before = greedy_report(model, images)
+        results = search_targets(images, proposer_factory(model), cfg, k)
+        kept, counts = select_verified(images, results, cfg.threshold, bar, cfg.pair_with)
+        t_search = time.perf_counter() - t0
+        size = model.config.image_size
+        syn = synthetic_data(cfg, size, bar, k) if kept else None
+        losses = finetune(model, np.stack([v.image for v in kept]) if kept else images[:0],
+                          [v.program for v in kept], cfg, syn, k)
+        after = greedy_report(model, images)
+        rep: dict[str, Any] = {
+            "round": k, **counts, "search_iou": float(np.mean([r.iou or 0.0 for r in results])),
+            "search_perfect": float(np.mean([r.perfect for r in results])),
+            "greedy_before": before, "greedy_after": after,
+            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+            "search_seconds": round(t_search, 2), "seconds": round(time.perf_counter() - t0, 2),
+        }
+        reports.append(rep)
+        with (out / "rounds.jsonl").open("a") as f:
+            f.write(json.dumps(rep) + "\n")
+        model.save_pretrained(out / f"round-{k}", extra={"recipe": {"self_train": asdict(cfg), "round": k}})
+        echo(f"round {k}: kept {counts['kept']}/{counts['searched']} (perfect {counts['perfect']}, "
+             f"≥{cfg.threshold} {counts['above_threshold']}, barred {counts['barred_program'] + counts['barred_target']}); "
+             f"greedy F1 {before['f1']:.4f} → {after['f1']:.4f}, IoU {before['iou']:.4f} → {after['iou']:.4f}")
+    model.save_pretrained(out / "model", extra={"recipe": {"self_train": asdict(cfg)}})
+    return reports
