@@ -328,7 +328,7 @@ class AutoConfig:
     recombine: bool = True
     # Samples drawn up front with the greedy decode, batched across images (0: none). Costs
     # little per image in a batch, and gives refinement other starting points early.
-    batched_samples: int = 0
+    batched_samples: int = 4
 
 
 class Auto(Strategy):
@@ -387,8 +387,29 @@ class Auto(Strategy):
             fresh = {e.text: e for e in s.pool if e.ok and e.text not in s.refined}
             return sorted(fresh.values(), key=Evaluated.key, reverse=True)
 
+        def assembled() -> list[Evaluated]:
+            """The recombination of everything so far, as a start (if it is a new one)."""
+            nonlocal best
+            if not cfg.recombine or len({e.text for e in s.pool if e.ok} | {e.text for e in finished}) < 2:
+                return []
+            program = recombine([e.ast for e in s.pool if e.ok] + [e.ast for e in finished], refiner.approx)
+            if program is None:
+                return []
+            e = s.verifier.evaluate_ast(program)
+            if better(e, best):
+                best = e
+            return [] if e.text in s.refined else [e]
+
         if not best.perfect and cfg.refine_first:
-            refine_from(best)
+            for e in [best] + unrefined()[: cfg.refine_per_round - 1]:
+                if best.perfect or s.expired():
+                    break
+                refine_from(e)
+                if e is not best:
+                    continue
+                for r in assembled():  # the first answers may already hold the parts
+                    if not best.perfect and not s.expired():
+                        refine_from(r)
         n = cfg.first_round
         while not best.perfect and not s.expired():
             left = s.samples_left()
@@ -400,16 +421,7 @@ class Auto(Strategy):
                     if e.ok and better(e, best):
                         best = e
                 n *= 2
-                starts = []
-                if cfg.recombine:
-                    parts = [e.ast for e in s.pool if e.ok] + [e.ast for e in finished]
-                    assembled = recombine(parts, refiner.approx)
-                    if assembled is not None:
-                        e = s.verifier.evaluate_ast(assembled)
-                        best = e if better(e, best) else best
-                        if e.text not in s.refined:
-                            starts.append(e)
-                starts += unrefined()[: cfg.refine_per_round]
+                starts = assembled() + unrefined()[: cfg.refine_per_round]
             elif s.deadline is not None:
                 starts = unrefined()[:1]  # no more sampling: spend the time left on the pool
                 if not starts:
