@@ -7,43 +7,11 @@ against it in the same process, on the same programs, and checks the pixels agre
 
 from __future__ import annotations
 
-from lark import Lark, Transformer
-
-from img2prog.lang.csg2d.ast import EMPTY, Circle, Difference, Quad, Union
+from img2prog.lang.csg2d.lark_reference import parse_earley
 from img2prog.lang.csg2d.rendering import rasterize_reference, reference_geometry
-
-GRAMMAR = r"""
-    start: shape?
-    ?shape: op | circle | quad
-    op: "(" OPERATOR shape shape+ ")"
-    circle: "(" "Circle" INT INT INT ")"
-    quad: "(" "Quad" INT INT INT INT INT ")"
-    OPERATOR: "+" | "-"
-    %import common.INT
-    %import common.WS
-    %ignore WS
-"""
-
-
-class _ToAst(Transformer):
-    def start(self, items):
-        return items[0] if items else EMPTY
-
-    def circle(self, items):
-        return Circle(*(int(t) for t in items))
-
-    def quad(self, items):
-        return Quad(*(int(t) for t in items))
-
-    def op(self, items):
-        operator, *operands = items
-        return (Union if operator == "+" else Difference)(tuple(operands))
-
-
-_PARSER = Lark(GRAMMAR, start="start", parser="earley")
 
 
 def seed_render(text: str, size: int = 256):
     """Earley parse + SPEC geometry + SPEC rasterisation: the baseline recipe."""
-    ast = _ToAst().transform(_PARSER.parse(text))
+    ast = parse_earley(text)
     return rasterize_reference(reference_geometry(ast), size)

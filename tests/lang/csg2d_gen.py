@@ -16,10 +16,12 @@ from __future__ import annotations
 import random
 
 from hypothesis import strategies as st
-from lark import Lark, Transformer
-from lark.exceptions import LarkError
 
 from img2prog.lang.csg2d.ast import EMPTY, Circle, Difference, Program, Quad, Shape, Union
+
+# The reference grammar as lark Earley (what the seed does) lives in the package, so the
+# differential tests and the render benchmark use the very same parser.
+from img2prog.lang.csg2d.lark_reference import lark_parse  # noqa: F401  (re-exported for tests)
 
 COORDS = st.integers(0, 15)
 ANGLES_45 = st.sampled_from(range(0, 360, 45))
@@ -126,45 +128,3 @@ def random_program(rng: random.Random) -> Program:
     return random_tree(rng, rng.randint(2, 12))
 
 
-# --------------------------------------------------------------------------------------
-# The reference grammar, parsed the way the seed does it (lark, Earley).
-# --------------------------------------------------------------------------------------
-
-LARK_GRAMMAR = r"""
-    start: shape?
-    ?shape: op | circle | quad
-    op: "(" OPERATOR shape shape+ ")"
-    circle: "(" "Circle" INT INT INT ")"
-    quad: "(" "Quad" INT INT INT INT INT ")"
-    OPERATOR: "+" | "-"
-    %import common.INT
-    %import common.WS
-    %ignore WS
-"""
-
-
-class _ToAst(Transformer):
-    # Node constructors check the ranges (0..15, angle 0..359), as the seed's transformer does.
-    def start(self, items):
-        return items[0] if items else EMPTY
-
-    def circle(self, items):
-        return Circle(*(int(t) for t in items))
-
-    def quad(self, items):
-        return Quad(*(int(t) for t in items))
-
-    def op(self, items):
-        operator, *operands = items
-        return (Union if operator == "+" else Difference)(tuple(operands))
-
-
-_LARK = Lark(LARK_GRAMMAR, start="start", parser="earley")
-
-
-def lark_parse(text: str) -> Program | None:
-    """The reference parse of ``text``, or None when the reference rejects it."""
-    try:
-        return _ToAst().transform(_LARK.parse(text))
-    except LarkError:  # syntax errors, and range errors raised inside the transformer
-        return None

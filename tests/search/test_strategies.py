@@ -10,7 +10,7 @@ import pytest
 from img2prog.lang.csg2d import rendering
 from img2prog.lang.csg2d.ast import num_nodes
 from img2prog.lang.csg2d.parser import parse
-from img2prog.search import Budget, search, search_batch
+from img2prog.search import Auto, AutoConfig, Budget, search, search_batch
 from img2prog.search.base import Candidate
 from img2prog.search.synthetic import PerturbingProposer, random_program
 
@@ -158,8 +158,12 @@ def test_strategies_never_return_worse_than_their_candidates(fixture):
 def test_auto_stops_at_a_pixel_perfect_greedy_answer(fixture):
     programs, images = fixture
     prop = PerturbingProposer(programs, SIZE, greedy_edits=0, seed=0)
-    r = search(images[2], prop, "auto", time_limit=5.0)
+    r = search(images[2], prop, Auto(AutoConfig(batched_samples=0)), time_limit=5.0)
     assert r.perfect and r.samples == 0 and prop.calls == 1 and r.seconds < 1.0
+    # with samples drawn up front (the default), nothing is drawn after them
+    prop = PerturbingProposer(programs, SIZE, greedy_edits=0, seed=0)
+    r = search(images[2], prop, "auto", time_limit=5.0)
+    assert r.perfect and r.samples == AutoConfig().batched_samples and prop.calls == 2 and r.seconds < 1.0
 
 
 def test_auto_reaches_targets_a_few_edits_away(fixture):

@@ -401,15 +401,10 @@ class Auto(Strategy):
             return [] if e.text in s.refined else [e]
 
         if not best.perfect and cfg.refine_first:
-            for e in [best] + unrefined()[: cfg.refine_per_round - 1]:
-                if best.perfect or s.expired():
-                    break
-                refine_from(e)
-                if e is not best:
-                    continue
-                for r in assembled():  # the first answers may already hold the parts
-                    if not best.perfect and not s.expired():
-                        refine_from(r)
+            refine_from(best)
+            for e in assembled():  # the up-front samples may already hold the missing parts
+                if not best.perfect and not s.expired():
+                    refine_from(e)
         n = cfg.first_round
         while not best.perfect and not s.expired():
             left = s.samples_left()
