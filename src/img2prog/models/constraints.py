@@ -74,7 +74,7 @@ def batched_constraint(language: Language, batch: int | None = None,
 # ---- csg2d as tensors -----------------------------------------------------------------------
 
 # Must agree with img2prog.lang.csg2d.tokens (checked at import below).
-from img2prog.lang.csg2d import tokens as _t
+from img2prog.lang.csg2d import tokens as _t  # noqa: E402  (kept beside the tables it feeds)
 
 _OP0, _OP1, _OP2 = 0, 1, 2
 _CIRCLE, _QUAD = 10, 20
