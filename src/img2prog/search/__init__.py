@@ -2,15 +2,16 @@
 
 >>> from img2prog.search import search
 >>> result = search(image, proposer, "auto", time_limit=1.0)   # doctest: +SKIP
->>> result.program, result.perfect
+>>> result.program, result.perfect   # doctest: +SKIP
 
 - :func:`search` / :func:`search_batch` — the entry points (what ``img2prog infer --search`` uses);
 - strategies (:mod:`.strategies`): ``greedy``, ``best-of-n``, ``majority``, ``beam``, ``refine``, ``auto``;
 - scorers (:mod:`.scorers`): the rendering verifier (default), model likelihood, a Hugging Face
   reward model;
-- the pieces: exact verifier with memoised geometry (:mod:`.verify`), approximate raster algebra
-  for ranking edits (:mod:`.raster`), the edit neighbourhood (:mod:`.edits`), the hill climber
-  (:mod:`.refine`), selection rules shared with the scaling study (:mod:`.select`);
+- the pieces: exact verifier (:mod:`.verify`), approximate raster algebra for ranking edits
+  (:mod:`.raster`), the edit neighbourhood (:mod:`.edits`), the add-a-primitive move
+  (:mod:`.additions`), the hill climber (:mod:`.refine`), recombination of parts across
+  proposals (:mod:`.recombine`), selection rules shared with the scaling study (:mod:`.select`);
 - :mod:`.synthetic` — random programs and a fake proposer for tests and benchmarks.
 """
 

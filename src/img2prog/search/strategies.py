@@ -322,7 +322,7 @@ class AutoConfig:
     # Share of the time left that one refinement may use while other starting points can still
     # be drawn: refinement sometimes climbs into a cluttered local optimum, and a fresh sample
     # is then worth more than more steps.
-    refine_share: float = 1.0
+    refine_share: float = 0.5
     # After each sampling round, also refine the program assembled from the best parts of all
     # proposals and refinement results so far (see img2prog.search.recombine).
     recombine: bool = True
