@@ -322,10 +322,13 @@ def plot(report: ScalingReport, out: Path) -> list[Path]:
     ns = list(report.ns)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, key, title in zip(axes, ("perfect", "f1_score", "pixel_accuracy"), ("pixel-perfect share", "F1", "pixel accuracy")):
-        for sel in SELECTORS:
-            style = "--" if sel == "oracle" else "-"
+        for sel in ("oracle", *(x for x in SELECTORS if x != "oracle")):
             label = "oracle (pass@n)" if sel == "oracle" and key == "perfect" else sel
-            ax.plot(ns, [report.metrics[sel][n][key] for n in ns], style, marker="o", label=label)
+            values = [report.metrics[sel][n][key] for n in ns]
+            if sel == "oracle":  # drawn wide and pale underneath: best-of-n often lies on it
+                ax.plot(ns, values, "-", color="grey", linewidth=6, alpha=0.35, label=label)
+            else:
+                ax.plot(ns, values, "-", marker="o", markersize=4, label=label)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns, [str(n) for n in ns])
         ax.set_xlabel("n (samples per target)")
