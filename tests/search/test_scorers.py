@@ -71,6 +71,7 @@ def _tiny_reward_model(path):
 
 
 def test_reward_model_scorer_matches_the_model_and_drives_best_of_n(tmp_path):
+    pytest.importorskip("torch")
     pytest.importorskip("transformers")
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -103,6 +104,7 @@ def test_reward_model_scorer_matches_the_model_and_drives_best_of_n(tmp_path):
 
 
 def test_reward_model_errors_are_clear(tmp_path):
+    pytest.importorskip("torch")
     pytest.importorskip("transformers")
     target, evs = _evaluated(["(Circle 4 8 8)"], [None])
     with pytest.raises(RuntimeError, match="cannot load reward model"):

@@ -137,8 +137,8 @@ def test_time_limit_is_honoured(fixture, strategy):
     t0 = time.perf_counter()
     r = search(images[1], prop, strategy, time_limit=limit, seed=0)
     wall = time.perf_counter() - t0
-    assert r.seconds <= limit + 0.15  # at most part of one call / one refinement step over
-    assert wall <= limit + 0.3
+    assert r.seconds <= limit + 0.25  # at most part of one call / one refinement step over (CI is shared)
+    assert wall <= limit + 0.4
     if strategy != "auto" or not r.perfect:
         assert r.seconds >= limit - 0.2  # ... and the budget is used, not wasted
     assert prop.calls >= 2

@@ -318,7 +318,7 @@ class AutoConfig:
     first_round: int = 4  # samples in the first sampling round; later rounds double
     max_round: int = 32
     refine_per_round: int = 2  # distinct samples refined after each round (best first)
-    refine_first: bool = True  # refine the greedy answer before the first sampling round
+    refine_first: bool = True  # refine the best up-front answer before the first sampling round
     # Share of the time left that one refinement may use while other starting points can still
     # be drawn: refinement sometimes climbs into a cluttered local optimum, and a fresh sample
     # is then worth more than more steps.
@@ -332,16 +332,18 @@ class AutoConfig:
 
 
 class Auto(Strategy):
-    """Greedy → refine → rounds of (sample; refine the program recombined from the best parts of
-    everything so far, then the most promising new samples), keeping the best program seen,
-    until pixel-perfect or out of budget.
+    """Greedy decode and a few samples (batched across images) → refine the best of them →
+    refine the program recombined from the best parts of everything so far → rounds of (sample;
+    refine the new recombination and the most promising new samples), keeping the best program
+    seen, until pixel-perfect or out of budget.
 
     Refinement goes first because it is cheap next to a model call and most greedy outputs are
-    a few edits from the target; sampling then supplies new starting points for the cases
-    where refinement sits in a local optimum. Rounds double in size (batched decoding is cheaper
-    per sample) but shrink to what still fits before the deadline; when no sampling round fits
-    any more (or the sample budget is spent) and time remains, the remaining distinct samples
-    are refined, best first, so that no budget is left unused.
+    a few edits from the target; samples supply other starting points, and parts, for the cases
+    where refinement sits in a local optimum — which is also why one refinement may use only
+    ``refine_share`` of the time left while other starts can still come. Rounds double in size
+    (batched decoding is cheaper per sample) but shrink to what still fits before the deadline;
+    when no sampling round fits any more (or the sample budget is spent) and time remains, the
+    remaining distinct samples are refined, best first, so that no budget is left unused.
     """
 
     name = "auto"
