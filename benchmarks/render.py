@@ -5,9 +5,15 @@
 
 Both sides get the same random programs (as text) in the same process:
 
-- seed recipe (``seed_recipe.seed_render``): lark Earley parse, then the SPEC geometry and
-  Pillow drawing, written out plainly; text → (S, S, 3) uint8;
+- seed recipe (``seed_recipe.seed_render``): lark Earley parse with a grammar shaped like the
+  seed notebook's, then the SPEC geometry and Pillow drawing, written out plainly;
+  text → (S, S, 3) uint8;
 - ours (``img2prog.lang.csg2d.render``): text → (S, S, 3) uint8.
+
+A second table gives, per row, the same recipe with the leaner lark grammar of
+``lark_reference`` (``seed_recipe.simple_render``, the baseline of earlier runs) and our
+greyscale path (``render_gray``: the (S, S) array that metrics and search use, equal to any
+channel of the RGB image).
 
 Every program's two images are compared pixel for pixel before anything is timed; a single
 difference aborts the run. Each side is timed several times, ours and the seed interleaved
@@ -41,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from seed_recipe import seed_render
+from seed_recipe import seed_render, simple_render
 
 from img2prog.lang import RenderError, get_language
 from img2prog.lang.csg2d import rendering
@@ -242,11 +248,18 @@ def geos_share(texts: list[str], size: int) -> tuple[float, float]:
     return spent[0], total
 
 
+def _load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def check_identical(texts: list[str], size: int) -> None:
     for t in texts:
         ours, ref = rendering.render(t, size), seed_render(t, size)
         if ours.shape != ref.shape or not np.array_equal(ours, ref):
             sys.exit(f"PIXEL MISMATCH on {t!r}: {int((ours != ref).sum())} values differ")
+        if not (np.array_equal(rendering.render_gray(t, size), ref[..., 0])
+                and np.array_equal(simple_render(t, size), ref)):
+            sys.exit(f"PIXEL MISMATCH on {t!r} (render_gray or the lean-grammar recipe)")
 
 
 def main() -> None:
@@ -267,25 +280,38 @@ def main() -> None:
     rng = random.Random(args.seed)
 
     print(f"# csg2d render benchmark: n={args.n} per row, seed={args.seed}, {reps} repeats, {size} px")
-    print(f"# python {platform.python_version()}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+    print(f"# python {platform.python_version()}, {os.cpu_count()} CPUs, load average {_load()}")
     print()
     print("One process; renders/s by wall clock (by CPU time in brackets), median of the repeats.")
     print()
     print("| programs | seed recipe (renders/s) | ours (renders/s) | ratio, wall (CPU) | pixel-identical |")
     print("|---|---:|---:|---:|---|")
     seed_rates: dict[str, float] = {}
+    extra_rows = []
     for name, make in CATEGORIES.items():
         texts, failures = draw_programs(make, rng, args.n)
         check_identical(texts, size)
-        ours, seed = [], []
+        ours, seed, simple, gray = [], [], [], []
         for _ in range(reps):
             ours.append(rates(each(lambda t: rendering.render(t, size)), texts))
             seed.append(rates(each(lambda t: seed_render(t, size)), texts))
-        (ow, oc), (sw, sc) = medians(ours), medians(seed)
+            gray.append(rates(each(lambda t: rendering.render_gray(t, size)), texts))
+            simple.append(rates(each(lambda t: simple_render(t, size)), texts))
+        (ow, oc), (sw, sc), (gw, gc), (lw, lc) = medians(ours), medians(seed), medians(gray), medians(simple)
         seed_rates[name] = sw
+        extra_rows.append(f"| {name} | {lw:,.0f} ({lc:,.0f}) | {ow / lw:.1f}× ({oc / lc:.1f}×) "
+                          f"| {gw:,.0f} ({gc:,.0f}) | {gw / sw:.1f}× ({gc / sc:.1f}×) |")
         note = f" ({failures} GEOS failures redrawn)" if failures else ""
         print(f"| {name} | {sw:,.0f} ({sc:,.0f}) | {ow:,.0f} ({oc:,.0f}) | {ow / sw:.1f}× ({oc / sc:.1f}×) "
               f"| yes, {len(texts)}/{len(texts)}{note} |", flush=True)
+    print()
+    print("Same rows: the recipe with the leaner lark grammar (earlier runs' baseline), our RGB path's "
+          "ratio to it, and our greyscale path (`render_gray`) against the seed recipe:")
+    print()
+    print("| programs | lean-grammar recipe (renders/s) | ours RGB vs it | ours grey (renders/s) | grey vs seed recipe |")
+    print("|---|---:|---:|---:|---:|")
+    for row in extra_rows:
+        print(row)
 
     # Where our time goes on the last (nested) row: GEOS overlays vs everything else.
     overlay, total = geos_share(texts, size)
@@ -337,6 +363,8 @@ def main() -> None:
     print(f"| seed recipe | {sw:,.0f} ({sc:,.0f}) | 1.0× |")
     print(f"| ours, memo off | {ww:,.0f} ({wc:,.0f}) | {ww / sw:.1f}× ({wc / sc:.1f}×) |")
     print(f"| ours, memo on (default) | {mw:,.0f} ({mc:,.0f}) | {mw / sw:.1f}× ({mc / sc:.1f}×) |")
+    print()
+    print(f"# load average at the end: {_load()}")
 
 
 if __name__ == "__main__":

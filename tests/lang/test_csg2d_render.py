@@ -95,6 +95,20 @@ def test_sweep_is_varied(sweep):
     angles = {q.angle for p in programs for q in primitives(p) if isinstance(q, Quad)}
     assert any(a % 45 for a in angles) and {0, 45, 90, 135} <= angles
     assert 0 < sum(r is None for r in refs) < 50  # a few GEOS failures are part of the sweep
+    # Every branch of the rasteriser is exercised: one ring, holes, several parts, collections,
+    # and line results of degenerate quads (which the reference does not draw).
+    kinds: dict[str, int] = {}
+    for p, ref in zip(programs, refs):
+        if ref is None:
+            continue
+        g = geometry(p, memo=False)
+        kind = "empty" if g.is_empty else g.geom_type
+        if kind in ("Polygon", "MultiPolygon") and shapely.get_num_interior_rings(shapely.get_parts(g)).any():
+            kind += " with holes"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    required = ["Polygon", "Polygon with holes", "MultiPolygon", "MultiPolygon with holes",
+                "GeometryCollection", "empty", "LineString"]
+    assert all(kinds.get(k, 0) >= 5 for k in required), str(kinds)
 
 
 def test_render_rgb(sweep):
@@ -113,6 +127,25 @@ def test_render_gray_from_text_then_mask_from_memo(sweep):
     assert _first_mismatch(programs, refs, images, errors) is None
     masks, errors = _render_each(lambda p: np.where(mask(p), 0, 255).astype(np.uint8), programs)  # warm memo
     assert _first_mismatch(programs, refs, masks, errors) is None
+
+
+def test_render_rgb_batch_in_process(sweep):
+    programs, refs = sweep
+    out, errors = render_batch_rgb(programs[:300], 256, workers=1)
+    assert out.shape == (300, 256, 256, 3)
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
+    assert _first_mismatch(programs[:300], refs[:300], out[..., 0], errors) is None
+
+
+def test_drawing_through_public_pillow_api_is_the_same(sweep, monkeypatch):
+    """The fallback rasteriser (used if Pillow's internals change) gives the same pixels."""
+    assert rendering._DIRECT, "Pillow's core drawing probe failed: the slower fallback is in use"
+    programs, refs = sweep
+    monkeypatch.setattr(rendering, "_DIRECT", False)
+    images, errors = _render_each(render_gray, programs[:400])
+    assert _first_mismatch(programs[:400], refs[:400], images, errors) is None
+    rgb, errors = _render_each(render, programs[400:600], blank_shape=(256, 256, 3))
+    assert _first_mismatch(programs[400:600], refs[400:600], [i[..., 0] for i in rgb], errors) is None
 
 
 def test_without_memo(sweep):
@@ -162,7 +195,7 @@ def test_primitive_geometry_is_the_reference_geometry():
     Circles exhaustively (all 16³); quads on every angle for a few boxes (degenerate ones
     included) plus a random sample. Both ways primitives are made: many per GEOS call (what
     ``geometry`` does for a program) and one at a time. See the comment above
-    ``rendering._origin_circle`` for why they agree.
+    ``rendering._origin_circles`` for why they agree.
     """
     from shapely.affinity import rotate
     from shapely.geometry import Point, box

@@ -12,26 +12,35 @@ Two paths:
 
   1. a linear-time parser instead of Earley (``parser.py``);
   2. primitive polygons built directly from their coordinates (the reference goes through
-     ``Point.buffer`` and ``affinity.rotate``), several per GEOS call, and cached; the
-     comment above ``_origin_circle`` says why the coordinates are bit-identical;
+     ``Point.buffer`` and ``affinity.rotate``), all of a program's at once (circles from a
+     table of origin rings, one addition), in two GEOS calls per ring length, and cached; the
+     comment above ``_origin_circles`` says why the coordinates are bit-identical;
   3. a bounded memo of operation results (:class:`GeometryMemo`): programs that share a
      subtree or the first operands of an operation (search, evolution, best-of-N samples)
      reuse GEOS results; GEOS is deterministic, so a memoised result *is* the reference's;
-  4. drawing straight onto an RGB canvas (Pillow's polygon fill is the same code for 8- and
-     32-bit images), so no greyscale-to-RGB conversion;
+  4. rasterisation with a few vectorised shapely calls per geometry and Pillow's polygon fill
+     drawing straight into the output array (see the comment above :func:`_pixel_rings`);
+     RGB is the greyscale image copied into three channels, which is what SPEC's final
+     conversion does;
   5. :func:`render_batch` spreads large jobs over processes, which write their images into
      shared memory (no pickled pixels).
 
   What remains is GEOS's overlay itself (about 0.05 ms per union/difference of two ~65-vertex
-  rings), about half the time of a nested program. We found no cheaper call that returns the
-  same geometry: GEOS short-circuits unions of disjoint envelopes already, and a difference
-  with disjoint envelopes returns its left operand with the ring restarted at another vertex
-  (sometimes reversed), a different geometry, so skipping that call would not be exact.
+  rings that overlap), about half the time of a nested program, and the same calls the
+  reference makes. We found no cheaper call that returns the same geometry: GEOS already
+  short-circuits unions of disjoint envelopes (and operations with an empty operand); a
+  difference with disjoint envelopes returns its left operand with the ring restarted at
+  another vertex (sometimes reversed), a different geometry, which later GEOS calls consume.
+  Nor are the pixels guaranteed to survive: Pillow's fill (``polygon_generic`` in
+  ``libImaging/Draw.c``) evaluates each edge from its first end point in single precision, so
+  reversing a ring can move a boundary pixel (it did on 2 of 1,626 rings of random
+  programs), and its "connect discontiguous corners" rule compares each edge only with the
+  edges before it in ring order, so the start vertex is not irrelevant by construction.
 
-Why not a pure numpy rasteriser: Pillow's polygon fill has its own edge rules, and the
-polygon shapely returns after a boolean operation carries intersection vertices computed in
-floating point. Reproducing both exactly without shapely and Pillow is possible but fragile;
-keeping the geometry engine and the fill routine guarantees parity.
+Why not a pure numpy rasteriser: Pillow truncates vertices to integers and then applies its own
+order-dependent edge rules in single precision; a port would have to reproduce all of them, and
+the C fill is cheap anyway (about 25 µs per ring at 256 px). Keeping the geometry engine and the
+fill routine guarantees parity.
 """
 
 from __future__ import annotations
@@ -134,11 +143,11 @@ _difference = shapely.lib.difference
 #
 # - Quad: ``rotate(box(...), angle, origin=(x, y))`` is an affine map whose coefficients
 #   shapely computes in Python floats and applies with numpy as ``a*x + b*y + xoff``
-#   (separate IEEE multiplies and adds, no fused multiply-add). ``_quad_ring`` evaluates the
-#   same expressions in the same order on the same doubles, so every coordinate is identical by
-#   construction; so is the ring's length (``box`` closes its ring only when the first and
-#   last corners differ, i.e. when w > 0). Checked on 101,800 quads (every angle included):
-#   identical WKB.
+#   (separate IEEE multiplies and adds, no fused multiply-add). ``_quad_rings`` evaluates the
+#   same expressions in the same order on the same doubles (numpy's elementwise float64
+#   arithmetic is IEEE, like Python's), so every coordinate is identical by construction; so
+#   is the ring's length (``box`` closes its ring only when the first and last corners
+#   differ, i.e. when w > 0). Checked on 101,800 quads (every angle included): identical WKB.
 # - Circle: GEOS buffers a point by emitting ``x + r*cos(θ_i)``, ``y + r*sin(θ_i)`` and
 #   polygonising that ring. ``_build_primitives`` adds (x, y) to the ring of the circle of
 #   radius r at the origin, whose coordinates are exactly ``r*cos(θ_i)``, ``r*sin(θ_i)``: the
@@ -146,28 +155,44 @@ _difference = shapely.lib.difference
 #   by construction, so it is checked exhaustively: all 16³ circles give identical WKB
 #   (``tests/lang/test_csg2d_render.py::test_primitive_geometry_is_the_reference_geometry``).
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=1)
+def _origin_circles() -> np.ndarray:
+    """(16, 65, 2): the ring of ``Point(0, 0).buffer(r)`` for r = 1..15 (row 0 unused)."""
+    rings = [shapely.get_coordinates(Point(0, 0).buffer(r)) for r in range(1, 16)]
+    table = np.zeros((16, *rings[0].shape))
+    table[1:] = rings  # every radius gives 4 * 16 + 1 points (shapely's default resolution)
+    table.flags.writeable = False
+    return table
+
+
 def _origin_circle(r: int) -> np.ndarray:
-    ring = shapely.get_coordinates(Point(0, 0).buffer(r))
-    ring.flags.writeable = False  # shared by every circle of this radius
-    return ring
+    """The ring of ``Point(0, 0).buffer(r)``; empty for r = 0 (the buffer is empty)."""
+    return _origin_circles()[r] if r else np.empty((0, 2))
+
+
+def _rotation(angle: int) -> tuple[float, float]:
+    """cos and sin of ``angle`` degrees exactly as ``shapely.affinity.rotate`` computes them."""
+    theta = angle * pi / 180.0
+    cosp = cos(theta)
+    sinp = sin(theta)
+    if abs(cosp) < 2.5e-16:  # shapely snaps tiny values to 0
+        cosp = 0.0
+    if abs(sinp) < 2.5e-16:
+        sinp = 0.0
+    return cosp, sinp
+
+
+_ROTATIONS = [_rotation(a) for a in range(360)]
 
 
 def _quad_ring(x: int, y: int, w: int, h: int, angle: int) -> list[tuple[float, float]]:
     """The ring of ``rotate(box(...), angle, origin=(x, y))``, computed as shapely does."""
     minx, miny, maxx, maxy = x - w / 2, y - h / 2, x + w / 2, y + h / 2  # as box() gets them
     corners = [(maxx, miny), (maxx, maxy), (minx, maxy), (minx, miny)]  # box()'s ring order
-    if corners[0] != corners[-1]:  # Polygon() closes an open ring
+    if w:  # the first and last corners differ: Polygon() closes the ring
         corners.append(corners[0])
-    # shapely.affinity.rotate's coefficients, verbatim (degrees to radians, snapping to 0):
-    theta = angle * pi / 180.0
-    cosp = cos(theta)
-    sinp = sin(theta)
-    if abs(cosp) < 2.5e-16:
-        cosp = 0.0
-    if abs(sinp) < 2.5e-16:
-        sinp = 0.0
-    a, b, d, e = cosp, -sinp, sinp, cosp
+    cosp, sinp = _ROTATIONS[angle]
+    a, b, d, e = cosp, -sinp, sinp, cosp  # shapely.affinity.rotate's matrix
     xoff = x - x * cosp + y * sinp
     yoff = y - x * sinp - y * cosp
     # shapely.affinity.affine_transform: x' = a*x + b*y + xoff, y' = d*x + e*y + yoff.
@@ -182,31 +207,50 @@ _EMPTY = Polygon()  # what Point(x, y).buffer(0) is (identical WKB)
 _ALLOW_NAN = np.intc(0)  # shapely.HandleNaN.allow, the default of shapely.polygons
 
 
+def _polygons(rings: np.ndarray) -> np.ndarray:
+    """``shapely.polygons(rings)`` for an (n, k, 2) stack of closed rings, in two ufunc calls.
+
+    ``shapely.polygons(rings)`` is ``lib.polygons(lib.linearrings(rings), no holes)``;
+    ``linearrings`` closes open rings exactly as ``Polygon(...)`` does; ours are closed.
+    """
+    holes = np.empty((len(rings), 0), dtype=object)
+    return shapely.lib.polygons(shapely.lib.linearrings(rings, _ALLOW_NAN), holes)
+
+
 def _build_primitives(nodes: list) -> list:
     """Polygons of ``nodes`` (primitives), made with as few GEOS calls as possible.
 
-    ``shapely.polygons(rings)`` is ``lib.polygons(lib.linearrings(rings), no holes)``; both
-    ufuncs take a stack of rings at once, so rings of equal length are made in one call.
-    ``linearrings`` closes open rings exactly as ``Polygon(...)`` does; ours are closed.
+    The rings of all circles come from one table lookup and one addition, those of all quads
+    from a handful of array operations; rings of equal length become polygons in one call.
     """
     out: list = [None] * len(nodes)
-    groups: dict[int, list[tuple[int, object]]] = {}  # ring length -> [(index, ring)]
+    circle_at, circles, quad_at, quad_rings = [], [], [], []
     for i, node in enumerate(nodes):
         if type(node) is Circle:
-            ring = _origin_circle(node.r)
-            if len(ring) == 0:  # radius 0: the buffer is an empty polygon
+            if node.r:
+                circle_at.append(i)
+                circles.append((node.r, node.x, node.y))
+            else:  # radius 0: the buffer is an empty polygon
                 out[i] = _EMPTY
-                continue
-            ring = ring + (node.x, node.y)
         else:
-            ring = _quad_ring(node.x, node.y, node.w, node.h, node.angle)
-        groups.setdefault(len(ring), []).append((i, ring))
-    for members in groups.values():
-        rings = np.array([ring for _, ring in members], dtype=float)
-        holes = np.empty((len(members), 0), dtype=object)
-        polygons = shapely.lib.polygons(shapely.lib.linearrings(rings, _ALLOW_NAN), holes)
-        for (i, _), polygon in zip(members, polygons):
+            quad_at.append(i)
+            quad_rings.append(_quad_ring(node.x, node.y, node.w, node.h, node.angle))
+    if circles:
+        c = np.array(circles)
+        # ``ring + (x, y)`` for each circle: the integer offsets become float64 exactly.
+        rings = _origin_circles()[c[:, 0]] + c[:, None, 1:].astype(float)
+        for i, polygon in zip(circle_at, _polygons(rings)):
             out[i] = polygon
+    if quad_rings:
+        # Rings of equal length go to GEOS together (5 points; 4 for quads with w = 0).
+        by_length: dict[int, tuple[list, list]] = {}
+        for i, ring in zip(quad_at, quad_rings):
+            at, rings = by_length.setdefault(len(ring), ([], []))
+            at.append(i)
+            rings.append(ring)
+        for at, rings in by_length.values():
+            for i, polygon in zip(at, _polygons(np.array(rings))):
+                out[i] = polygon
     return out
 
 
@@ -310,7 +354,7 @@ def clear_caches() -> None:
 
     Benchmarks call this so that repeated timings do not measure cache hits.
     """
-    _origin_circle.cache_clear()
+    _origin_circles.cache_clear()
     _PRIMS.clear()
     _MEMO.clear()
     from img2prog.lang.csg2d import parser
@@ -340,6 +384,7 @@ def geometry(node: Program, memo: bool = True):
     # Build the primitives this evaluation will need in one go (fewer GEOS calls).
     _ensure_primitives(_primitives_to_build(node, cache))
     max_prefix = GeometryMemo.MAX_PREFIX_OPERANDS
+    prims = _PRIMS
     # Frames are [node, is_union, operands, index of the next operand, fold so far].
     stack = [_open_frame(node, cache, max_prefix)]
     while True:
@@ -349,7 +394,9 @@ def geometry(node: Program, memo: bool = True):
             child = operands[i]
             kind = type(child)
             if kind is Circle or kind is Quad:
-                g = _PRIMS.get(child) or _primitive(child)  # (the cache may have been cleared)
+                g = prims.get(child)
+                if g is None:  # the cache was cleared meanwhile (full, or another thread)
+                    g = _primitive(child)
             else:
                 g = cache.get(child) if cache is not None else None
                 if g is None:
@@ -403,58 +450,146 @@ def _open_frame(node: Union | Difference, cache: GeometryMemo | None, max_prefix
     return [node, is_union, operands, 0, None]
 
 
-def _draw(draw: ImageDraw.ImageDraw, geom, size: int, black, white) -> None:
-    """Draw ``geom`` as the reference does: exterior black, holes white, parts in order."""
-    if geom.is_empty:
-        return
-    t = geom.geom_type
-    if t == "Polygon":
-        scale = size / 16.0
-        ext = shapely.get_coordinates(geom.exterior)
-        draw.polygon(_to_pixels(ext, size, scale), fill=black)
-        for ring in geom.interiors:
-            draw.polygon(_to_pixels(shapely.get_coordinates(ring), size, scale), fill=white)
-    elif t in ("MultiPolygon", "GeometryCollection"):
-        for part in geom.geoms:
-            _draw(draw, part, size, black, white)
+# --------------------------------------------------------------------------------------
+# Rasterisation: the reference's Pillow fills, with little Python around them.
+# --------------------------------------------------------------------------------------
+#
+# The pixels are Pillow's polygon fill of the same rings, with the same coordinates, in the
+# same order as the reference; only how the coordinates reach Pillow differs:
+#
+# - the rings and their coordinates come from a few vectorised shapely calls per geometry
+#   (rings of a Polygon: exterior first, then holes; of a MultiPolygon: part after part),
+#   instead of Python objects per ring and tuples per point;
+# - the pixel coordinates are the reference's float arithmetic, point for point: (x·k, S − y·k)
+#   (numpy evaluates each product and difference in IEEE double exactly as Python does; no
+#   fused multiply-add). Pillow then flattens the list the same way for tuples or floats;
+# - the fill is Pillow's own C routine (``ImagingDraw.draw_polygon``, which
+#   ``ImageDraw.polygon`` calls), drawing straight into the caller's numpy array through
+#   ``Image.core.map_buffer`` (what ``Image.frombuffer`` uses), so there is no image to
+#   create and no copy out of it. Both are Pillow internals, so the module checks at import
+#   that drawing this way equals drawing through the public API, and otherwise falls back to
+#   the public API (``_DIRECT`` is then False).
+
+_POLYGON, _MULTIPOLYGON, _COLLECTION = 3, 6, 7  # shapely.GeometryType values
 
 
-def _to_pixels(coords: np.ndarray, size: int, scale: float) -> list[float]:
-    # The reference's float arithmetic, point for point: (x·k, S − y·k). numpy evaluates each
-    # product and difference in IEEE double exactly as Python does (no fused multiply-add).
-    pts = coords * scale
-    pts[:, 1] = size - pts[:, 1]
-    return pts.ravel().tolist()
+def _pixel_rings(geom, size: int) -> tuple[list[float], list[int], list[bool]] | None:
+    """The rings SPEC §1 fills, as one flat list of pixel coordinates.
 
-
-def _canvas(geom, size: int, rgb: bool) -> Image.Image:
-    """A Pillow image with ``geom`` drawn on it (greyscale "L" or "RGB")."""
-    if rgb:
-        # Pillow fills polygons with the same scan-line code for 8- and 32-bit images (only the
-        # pixel store differs), so this equals the greyscale drawing in all three channels —
-        # SPEC's final "convert to RGB" — without a conversion pass.
-        img = Image.new("RGB", (size, size), (255, 255, 255))
-        _draw(ImageDraw.Draw(img), geom, size, (0, 0, 0), (255, 255, 255))
+    Returns ``(coords, ends, holes)``: ring ``i`` is ``coords[ends[i-1]:ends[i]]``
+    (x0, y0, x1, y1, ...) and is filled white if ``holes[i]``, else black; or None when the
+    geometry is not a Polygon or MultiPolygon (see :func:`_paint`).
+    """
+    kind = shapely.get_type_id(geom)
+    scale = size / 16.0
+    if kind == _POLYGON:
+        if not shapely.get_num_interior_rings(geom):  # the common case: one ring, no holes
+            pts = shapely.get_coordinates(geom) * scale  # the exterior's (none if empty)
+            if not len(pts):
+                return [], [], []
+            pts[:, 1] = size - pts[:, 1]
+            return pts.ravel().tolist(), [2 * len(pts)], [False]
+        rings = shapely.get_rings(geom)  # [exterior, *interiors]
+        holes = [False] + [True] * (len(rings) - 1)
+    elif kind == _MULTIPOLYGON:
+        parts = shapely.get_parts(geom)
+        rings = shapely.get_rings(parts)
+        holes = []
+        for n in shapely.get_num_interior_rings(parts).tolist():
+            holes += [False] + [True] * n
     else:
-        img = Image.new("L", (size, size), 255)
-        _draw(ImageDraw.Draw(img), geom, size, 0, 255)
-    return img
+        return None
+    if not len(rings):
+        return [], [], []
+    pts = shapely.get_coordinates(rings) * scale
+    pts[:, 1] = size - pts[:, 1]
+    ends = np.cumsum(shapely.get_num_coordinates(rings) * 2).tolist()
+    return pts.ravel().tolist(), ends, holes
+
+
+def _paint(draw, geom, size: int, black, white) -> None:
+    """Fill ``geom`` as the reference does: exterior black, holes white, parts in order.
+
+    ``draw`` is a Pillow core drawing object (``ImageDraw.Draw(img).draw``).
+    """
+    rings = _pixel_rings(geom, size)
+    if rings is None:
+        # A GeometryCollection (the reference draws its polygonal parts, recursively, in
+        # order) or a line/point result of degenerate operands (the reference draws nothing).
+        if shapely.get_type_id(geom) == _COLLECTION:
+            for part in shapely.get_parts(geom):
+                _paint(draw, part, size, black, white)
+        return
+    coords, ends, holes = rings
+    if len(ends) == 1:
+        draw.draw_polygon(coords, black, 1)
+        return
+    start = 0
+    for end, hole in zip(ends, holes):
+        draw.draw_polygon(coords[start:end], white if hole else black, 1)
+        start = end
+
+
+def _paint_gray_public(out: np.ndarray, geom) -> None:
+    """:func:`_paint_gray` through Pillow's public API (fallback; the reference's calls)."""
+    img = Image.new("L", (out.shape[1], out.shape[0]), 255)
+    _paint(ImageDraw.Draw(img).draw, geom, out.shape[0], 0, 255)
+    out[...] = np.asarray(img)
+
+
+def _paint_gray_direct(out: np.ndarray, geom) -> None:
+    """Pillow's fill writing into ``out`` itself (C-contiguous (S, S) uint8; the mapping
+    takes its buffer without copying and releases it when the core image is freed)."""
+    size = out.shape[0]
+    out.fill(255)
+    image = Image.core.map_buffer(out, (size, size), "raw", 0, ("L", 0, 1))
+    _paint(Image.core.draw(image, 0), geom, size, 0, 255)
+
+
+def _direct_drawing_works() -> bool:
+    """Does drawing into a numpy array through Pillow's core give the public API's pixels?"""
+    try:
+        probe = Polygon([(1, 1), (14.3, 2.2), (7.7, 15), (1, 1)], [[(5, 5), (9, 5), (7, 9), (5, 5)]])
+        a, b = np.zeros((40, 40), np.uint8), np.zeros((40, 40), np.uint8)
+        _paint_gray_direct(a, probe)
+        _paint_gray_public(b, probe)
+        return bool(np.array_equal(a, b) and (a == 0).any() and (a == 255).any())
+    except Exception:  # a Pillow without these internals: use the public API
+        return False
+
+
+_DIRECT = _direct_drawing_works()
+
+
+def _paint_gray(out: np.ndarray, geom) -> None:
+    """Draw ``geom`` into ``out``, a C-contiguous (S, S) uint8 array (overwritten)."""
+    if _DIRECT:
+        _paint_gray_direct(out, geom)
+    else:
+        _paint_gray_public(out, geom)
+
+
+def _paint_rgb(out: np.ndarray, geom) -> None:
+    """Draw ``geom`` into ``out``, an (S, S, 3) uint8 array: SPEC's greyscale, then RGB."""
+    gray = np.empty(out.shape[:2], np.uint8)
+    _paint_gray(gray, geom)
+    out[..., 0] = gray
+    out[..., 1] = gray
+    out[..., 2] = gray
 
 
 def rasterize(geom, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Draw a geometry; returns an (S, S) uint8 greyscale array (0 black, 255 white)."""
-    return _to_array(_canvas(geom, size, rgb=False))
+    out = np.empty((size, size), np.uint8)
+    _paint_gray(out, geom)
+    return out
 
 
 def rasterize_rgb(geom, size: int = DEFAULT_SIZE) -> np.ndarray:
     """Draw a geometry; returns an (S, S, 3) uint8 RGB array, all channels equal."""
-    return _to_array(_canvas(geom, size, rgb=True))
-
-
-def _to_array(img: Image.Image) -> np.ndarray:
-    # np.asarray views Pillow's bytes (read-only); copying that view is several times
-    # cheaper than np.array(img), which goes through a slow generic path for RGB.
-    return np.asarray(img).copy()
+    out = np.empty((size, size, 3), np.uint8)
+    _paint_rgb(out, geom)
+    return out
 
 
 def _geometry_or_raise(program: Program | str):
@@ -498,9 +633,10 @@ def mask(program: Program | str, size: int = DEFAULT_SIZE) -> np.ndarray:
 def _render_into(out: np.ndarray, start: int, programs: list, size: int, rgb: bool) -> list:
     """Render ``programs`` into ``out[start:]``; failures leave a white slot and an error."""
     errors: list = [None] * len(programs)
+    paint = _paint_rgb if rgb else _paint_gray
     for i, p in enumerate(programs):
         try:
-            out[start + i] = np.asarray(_canvas(_geometry_or_raise(p), size, rgb))
+            paint(out[start + i], _geometry_or_raise(p))  # each slot is C-contiguous
         except ProgramError as e:
             out[start + i] = 255
             errors[i] = e
