@@ -92,3 +92,85 @@ def test_config_validation():
         ST.SelfTrainConfig(pair_with="both")
     with pytest.raises(ValueError, match="synthetic_ratio"):
         ST.SelfTrainConfig(synthetic_ratio=1.0)
+
+
+class StubModel:
+    """Stands in for NativeModel.generate with fixed greedy and sampled answers per image."""
+
+    def __init__(self, greedy, samples):
+        self.greedy, self.samples = greedy, samples
+        self.device = torch.device("cpu")
+
+    def generate(self, images, method="greedy", num_return_sequences=1, **kw):
+        rows = self.greedy if method == "greedy" else self.samples
+        return [[(t, -1.0) for t in rows[i]] for i in range(len(images))]
+
+
+def test_best_of_n_sampled_matches_brute_force():
+    targets = ["(Circle 6 8 8)", "(Quad 8 8 6 4 0)"]
+    imgs = np.stack([rendering.render_gray(p, 64) for p in targets])
+    greedy = [["(Circle 5 8 8)"], ["(Quad 8 8 6 4 0)"]]
+    samples = [["(Circle 4 8 8)", "(+ (Circle 6 8 8) (Circle 6 8 8))", "(Circle 6 8 8)", "(Circle 7 8 8"],
+               ["(Circle 2 2 2)", "(Quad 8 8 6 4 180)", "(Quad 8 8 6 4 0)", "(Circle 3 8 8)"]]
+    got = ST.best_of_n_sampled(StubModel(greedy, samples), imgs, 4, workers=0)
+
+    def iou(p, t):
+        try:
+            a, b = rendering.mask(p, 64), rendering.mask(t, 64)
+        except Exception:
+            return -1.0
+        return (a & b).sum() / max((a | b).sum(), 1)
+
+    for i, t in enumerate(targets):
+        cands = greedy[i] + samples[i]
+        best = max(iou(c, t) for c in cands)
+        shortest = min((c for c in cands if iou(c, t) == best), key=len)
+        assert got[i].program == shortest and got[i].perfect and got[i].iou == pytest.approx(1.0)
+    # a 180° quad draws the same picture but a longer text than the 0° one: the tie goes to the shorter
+    assert got[1].program == "(Quad 8 8 6 4 0)" and got[0].program == "(Circle 6 8 8)"
+
+
+def test_best_of_n_sampled_never_worse_than_greedy():
+    torch.manual_seed(0)
+    model = NativeModel(preset("tiny", max_len=32)).eval()
+    imgs = np.stack([rendering.render_gray(p, 64) for p in ("(Circle 6 8 8)", "(Quad 4 4 6 6 0)", "(Circle 3 3 3)")])
+    from img2prog.train.rewards import iou_reward
+
+    greedy = [r[0][0] for r in model.generate(imgs)]
+    got = ST.best_of_n_sampled(model, imgs, 6, seed=1, workers=0, chunk=2)
+    g_iou = np.array(iou_reward(greedy, imgs, scale=1.0, invalid=0.0))
+    assert all(r.iou >= g - 1e-12 for r, g in zip(got, g_iou))
+    assert all(r.samples == 6 and r.strategy == "best-of-n" for r in got)
+
+
+def test_self_train_fresh_pool_per_round_and_eval_sets(tmp_path):
+    torch.manual_seed(0)
+    model = NativeModel(preset("tiny", max_len=32))
+    pools = {1: [GOOD, "(Quad 4 4 2 2 0)"], 2: [GOOD, "(Circle 3 4 4)"]}
+    seen = []
+
+    def images_for(k):
+        seen.append(k)
+        return np.stack([rendering.render_gray(p, 64) for p in pools[k]])
+
+    table = TableProposer({p: p for ps in pools.values() for p in ps})
+    cfg = ST.SelfTrainConfig(rounds=2, samples=2, steps=2, batch_size=4, synthetic_ratio=0.0)
+    evals = {"held-out": np.stack([rendering.render_gray(TEST, 64)])}
+    reports = ST.self_train(cfg, images_for, tmp_path, model=model, proposer_factory=lambda m: table,
+                            bar=BarSet([TEST]), eval_sets=evals, echo=lambda *_: None)
+    assert seen == [1, 2]
+    assert [r["kept"] for r in reports] == [2, 2]
+    assert reports[1]["eval_before"] == reports[0]["eval"]  # the chain of held-out reports
+    assert set(reports[0]["eval"]) == {"held-out"} and 0 <= reports[0]["eval"]["held-out"]["f1"] <= 1
+
+
+def test_unlabeled_pool_sources_rounds_and_errors():
+    a = ST.unlabeled_pool("simple:3,shift:2", round_=1, size=64)
+    b = ST.unlabeled_pool("simple:3,shift:2", round_=2, size=64)
+    assert a.shape == (5, 64, 64, 3) and a.dtype == np.uint8
+    assert not np.array_equal(a, b)  # a fresh pool each round
+    assert np.array_equal(a, ST.unlabeled_pool({"simple": 3, "shift": 2}, round_=1, size=64))
+    assert ST.parse_pool(" hard:10 , shift:4") == {"hard": 10, "shift": 4}
+    for bad, msg in (("hardest:3", "choose from"), ("hard", "NAME:COUNT"), ("hard:0", "positive"), ("", "empty")):
+        with pytest.raises(ValueError, match=msg):
+            ST.parse_pool(bad)

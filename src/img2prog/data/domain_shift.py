@@ -178,3 +178,71 @@ def load_domain_shift(size: int = 256):
 def domain_shift_images(size: int = 256) -> np.ndarray:
     """The set's images as an (N, S, S, 3) uint8 array."""
     return np.stack([np.repeat(im[..., None], 3, axis=-1) for im, _, _ in domain_shift_items(size)])
+
+
+# ---- an unlabeled pool of the same *kind* of pictures, for self-training and RL --------------
+
+# Characters of Pillow's bitmap font that the test set does not use: a pool built from these
+# never shows a model any test glyph, at any scale or position.
+POOL_GLYPHS = string.ascii_lowercase + "#$%&*+<>?@[]{}~^=/\\|!"
+
+
+def draw_glyph_at(char: str, scale_frac: float, dx: float, dy: float, size: int = 256) -> np.ndarray:
+    """Like :func:`draw_glyph`, but the glyph fills ``scale_frac`` of the canvas and sits at an
+    offset of (``dx``, ``dy``) × the free margin from the centre (each in [-1, 1])."""
+    font = ImageFont.load_default_imagefont()
+    small = Image.new("1", (32, 32), 1)
+    ImageDraw.Draw(small).text((8, 8), char, font=font, fill=0)
+    ink = np.asarray(small) == 0
+    ys, xs = np.nonzero(ink)
+    if len(ys) == 0:
+        raise ValueError(f"the default font draws nothing for {char!r}")
+    crop = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    h, w = crop.shape
+    scale = max(1, int(scale_frac * size / max(h, w)))
+    big = np.kron(crop, np.ones((scale, scale), dtype=bool))[:size, :size]
+    H, W = big.shape
+    top = int(round((size - H) / 2 * (1 + dy)))
+    left = int(round((size - W) / 2 * (1 + dx)))
+    canvas = np.zeros((size, size), dtype=bool)
+    canvas[top : top + H, left : left + W] = big
+    return np.where(canvas, 0, 255).astype(np.uint8)
+
+
+def domain_shift_pool(n: int, seed: int = 0, size: int = 256, glyph_share: float = 0.5) -> np.ndarray:
+    """``n`` unlabeled pictures of the domain-shift *kind* — glyphs and silhouettes — for
+    self-training or RL, as (n, S, S, 3) uint8 black on white.
+
+    Disjoint from the test set by construction where it can be and by check where it cannot:
+    glyphs come only from :data:`POOL_GLYPHS` (characters the test set never draws), at random
+    scales and offsets; silhouettes use the same shape kinds with parameters from ``seed``
+    (never the test set's seed), and any picture equal to a test picture is skipped.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0 <= glyph_share <= 1:
+        raise ValueError(f"glyph_share must be in [0, 1], got {glyph_share}")
+    if seed == SEED:
+        raise ValueError(f"seed {seed} is the test set's own seed; pick another")
+    test_keys = {im.tobytes() for im, _, _ in domain_shift_items(size)}
+    rng = random.Random(seed)
+    out: list[np.ndarray] = []
+    seen: set[bytes] = set()
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 50 * max(n, 1):
+            raise RuntimeError(f"could not draw {n} distinct pool pictures (got {len(out)})")
+        if rng.random() < glyph_share:
+            image = draw_glyph_at(rng.choice(POOL_GLYPHS), rng.uniform(0.45, 0.95),
+                                  rng.uniform(-1, 1), rng.uniform(-1, 1), size)
+        else:
+            image, _ = draw_silhouette(rng.choice(SILHOUETTE_KINDS), rng, size)
+        key = image.tobytes()
+        if key in test_keys or key in seen or image.min() == 255:
+            continue
+        seen.add(key)
+        out.append(image)
+    if not out:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.repeat(np.stack(out)[..., None], 3, axis=-1)

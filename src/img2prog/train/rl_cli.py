@@ -41,7 +41,12 @@ _IMAGES_HELP = "Targets: domain-shift, a test-set name (csg2d-hard, ...), a data
 
 def self_train(
     model: str = typer.Option("native-csg2d", "--model", help="Starting native model (folder or shipped name)."),
-    images: str = typer.Option(..., "--images", help=_IMAGES_HELP),
+    images: str | None = typer.Option(None, "--images", help=_IMAGES_HELP + " (or use --pool)"),
+    pool: str | None = typer.Option(None, "--pool", help="A fresh unlabeled pool each round instead of --images, "
+                                    "e.g. hard:4096,shift:2048 (generator profiles' pictures without their "
+                                    "programs; shift = glyphs/silhouettes disjoint from the domain-shift set)."),
+    eval_on: str | None = typer.Option(None, "--eval", help="Comma-separated target sets scored greedily before "
+                                       "and after every round, never trained on (e.g. csg2d-test,csg2d-hard,domain-shift)."),
     rounds: int = typer.Option(3, "--rounds", min=1, help="Search → verify → fine-tune rounds."),
     out: Path = typer.Option(Path("runs/self"), "--out", help="Run folder: rounds.jsonl, round-K/ and model/."),  # noqa: B008
     strategy: str = typer.Option("best-of-n", "--search", help="Search strategy: best-of-n, majority, refine, auto, ..."),
@@ -53,26 +58,40 @@ def self_train(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     lr: float = typer.Option(1e-4, "--lr"),
     synthetic_ratio: float = typer.Option(0.5, "--synthetic-ratio", help="Share of each batch from the handcrafted generator."),
+    synthetic_pool: int = typer.Option(2048, "--synthetic-pool", min=0, help="Labeled handcrafted samples made per round."),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N targets."),
+    workers: int | None = typer.Option(None, "--workers", help="Render/generation processes (default: all cores)."),
     seed: int = typer.Option(0, "--seed"),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
 ) -> None:
     """Self-train on unlabeled targets: search, keep verified results, fine-tune, repeat.
 
-    Test-set programs and pictures are never trained on. Example:
+    Test-set programs and pictures are never trained on. Examples:
 
-        img2prog train self --images domain-shift --rounds 3 --samples 64 --out runs/self
+        img2prog train self --images my_silhouettes/ --rounds 3 --samples 64 --out runs/self
+
+        img2prog train self --pool hard:4096,shift:2048 --eval csg2d-test,csg2d-hard,domain-shift --out runs/self
     """
     from img2prog.models.proposer import default_device
-    from img2prog.train.self_train import SelfTrainConfig
+    from img2prog.train.self_train import SelfTrainConfig, parse_pool, unlabeled_pool
     from img2prog.train.self_train import self_train as run
 
+    if (images is None) == (pool is None):
+        _fail("give exactly one of --images and --pool")
     try:
         cfg = SelfTrainConfig(model=model, rounds=rounds, strategy=strategy, samples=samples, time_limit=time_limit,
                               threshold=threshold, pair_with=pair_with, steps=steps, batch_size=batch_size, lr=lr,
-                              synthetic_ratio=synthetic_ratio, seed=seed)
-        targets = load_target_images(images, limit)
-        reports = run(cfg, targets, out, device=device or default_device())
+                              synthetic_ratio=synthetic_ratio, synthetic_pool=synthetic_pool, seed=seed)
+        if pool is not None:
+            spec = parse_pool(pool)
+            from img2prog.data.testsets import standard_bar
+
+            bar = standard_bar()
+            targets = lambda k: unlabeled_pool(spec, k, seed=seed, bar=bar, workers=workers)  # noqa: E731
+        else:
+            targets = load_target_images(images, limit)
+        evals = {name: load_target_images(name) for name in filter(None, (eval_on or "").split(","))}
+        reports = run(cfg, targets, out, device=device or default_device(), eval_sets=evals, workers=workers)
     except (ValueError, FileNotFoundError, KeyError) as e:
         _fail(str(e.args[0]) if e.args else str(e))
     typer.echo(json.dumps(reports[-1], indent=1))

@@ -27,6 +27,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,59 @@ def select_verified(images: np.ndarray, results: list[SearchResult], threshold: 
     return kept, counts
 
 
+def _autocast(model: NativeModel):
+    """bf16 autocast for decoding on a GPU (no-op on the CPU)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=model.device.type == "cuda")
+
+
+def best_of_n_sampled(model: NativeModel, images: np.ndarray, n: int, *, chunk: int = 128, temperature: float = 1.0,
+                      seed: int = 0, workers: int | None = None, timings: dict | None = None) -> list[SearchResult]:
+    """Best-of-N for many targets at once: the greedy decode plus ``n`` samples per image on the
+    model's device, every *distinct* program rendered once by the process-pool batch renderer,
+    the highest IoU of black pixels with the binarised target kept (ties to the shorter
+    program, as the search's ``best-of-n`` strategy does). ``timings``, if given, accumulates
+    the seconds spent decoding, rendering and selecting.
+
+    The search module verifies one image at a time in one process, which is right for a
+    latency budget but leaves a GPU host's cores idle; a self-training round over thousands of
+    targets wants the throughput path.
+    """
+    from img2prog.train.rewards import iou_values, render_masks, target_masks
+
+    images = np.asarray(images)
+    results: list[SearchResult] = []
+    for c0 in range(0, len(images), chunk):
+        t0 = time.perf_counter()
+        block = images[c0 : c0 + chunk]
+        with _autocast(model):
+            greedy = model.generate(block)
+            sampled = model.generate(block, method="sample", num_return_sequences=n, temperature=temperature,
+                                     seed=seed * 1_000_003 + c0)
+        per_image = [[g[0][0], *(t for t, _ in rows)] for g, rows in zip(greedy, sampled)]
+        flat = [t for row in per_image for t in row]
+        t1 = time.perf_counter()
+        targets = target_masks(block)
+        masks, ok = render_masks(flat, targets.shape[1], workers=workers)
+        t2 = time.perf_counter()
+        k = 0
+        spent = (time.perf_counter() - t0) / len(block)
+        for i, row in enumerate(per_image):
+            m = len(row)
+            ious = iou_values(masks[k : k + m], np.broadcast_to(targets[i], (m, *targets.shape[1:])))
+            ious = np.where(ok[k : k + m], ious, -1.0)
+            perfect = ok[k : k + m] & (masks[k : k + m] == targets[i]).all(axis=(1, 2))
+            # best IoU, then perfect, then the shorter text (a proxy for the smaller program)
+            best = min(range(m), key=lambda j: (-ious[j], not perfect[j], len(row[j]), row[j]))
+            results.append(SearchResult(program=row[best], score=float(ious[best]), perfect=bool(perfect[best]),
+                                        strategy="best-of-n", candidates_tried=len(set(row)), seconds=spent,
+                                        iou=float(max(ious[best], 0.0)), samples=n))
+            k += m
+        if timings is not None:
+            for key, v in (("decode", t1 - t0), ("render", t2 - t1), ("select", time.perf_counter() - t2)):
+                timings[key] = timings.get(key, 0.0) + v
+    return results
+
+
 def search_targets(images: np.ndarray, proposer: Proposer, cfg: SelfTrainConfig, round_: int) -> list[SearchResult]:
     from img2prog.search import search_batch
 
@@ -148,7 +202,9 @@ def finetune(model: NativeModel, images: np.ndarray, programs: list[str], cfg: S
         x = model.prepare_images(np.concatenate(batch_imgs))
         tk = torch.cat(batch_toks).to(model.device)
         L = int((tk != T.PAD).sum(1).max())
-        _, loss = model(x, tk[:, : L - 1], tk[:, 1:L])
+        # bf16 autocast on a GPU, as in supervised training; full precision on the CPU
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=model.device.type == "cuda"):
+            _, loss = model(x, tk[:, : L - 1], tk[:, 1:L])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -162,29 +218,88 @@ def finetune(model: NativeModel, images: np.ndarray, programs: list[str], cfg: S
 def greedy_report(model: NativeModel, images: np.ndarray) -> dict[str, float]:
     from img2prog.eval.metrics import compute_metrics
 
-    programs = [row[0][0] for row in model.generate(images)]
-    rep = compute_metrics(programs, np.stack([np.repeat(_gray(im)[..., None], 3, -1) for im in images]), workers=1)
+    programs = []
+    with _autocast(model):
+        for c0 in range(0, len(images), 512):
+            programs += [row[0][0] for row in model.generate(images[c0 : c0 + 512])]
+    rep = compute_metrics(programs, np.stack([np.repeat(_gray(im)[..., None], 3, -1) for im in images]),
+                          workers=None if len(images) >= 1000 else 1)
     return {"f1": rep.f1_score, "iou": rep.iou, "pixel_accuracy": rep.pixel_accuracy, "perfect": rep.perfect}
 
 
-def synthetic_data(cfg: SelfTrainConfig, size: int, bar: BarSet | None, round_: int) -> tuple[np.ndarray, list[str]]:
+def synthetic_data(cfg: SelfTrainConfig, size: int, bar: BarSet | None, round_: int,
+                   workers: int | None = 1) -> tuple[np.ndarray, list[str]]:
     from img2prog.data.handcrafted import generate
 
     if cfg.synthetic_ratio == 0 or cfg.synthetic_pool == 0:
         return np.zeros((0, size, size), np.uint8), []
     res = generate(cfg.synthetic_pool, seed=cfg.seed * 1009 + round_, profile=cfg.synthetic_profile, bar=bar,
-                   image_size=size)
+                   image_size=size, workers=workers)
     return np.stack([s.image for s in res.samples]), [s.program for s in res.samples]
 
 
-def self_train(cfg: SelfTrainConfig, images: np.ndarray, out: str | Path, *, model: NativeModel | None = None,
-               proposer_factory=None, bar: BarSet | None = None, device: str = "cpu", echo=print) -> list[dict]:
+POOL_SOURCES = ("hard", "mixed", "default", "holes", "simple", "shift")
+
+
+def parse_pool(spec: str) -> dict[str, int]:
+    """``"hard:4096,shift:2048"`` → {"hard": 4096, "shift": 2048} (see :func:`unlabeled_pool`)."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, n = part.partition(":")
+        if name not in POOL_SOURCES:
+            raise ValueError(f"pool source {name!r} in {spec!r}: choose from {', '.join(POOL_SOURCES)}")
+        try:
+            out[name] = int(n)
+        except ValueError:
+            raise ValueError(f"pool source {part!r} in {spec!r}: expected NAME:COUNT, e.g. hard:4096") from None
+        if out[name] <= 0:
+            raise ValueError(f"pool source {part!r} in {spec!r}: the count must be positive")
+    if not out:
+        raise ValueError(f"empty pool spec {spec!r}")
+    return out
+
+
+def unlabeled_pool(spec: str | dict[str, int], round_: int, seed: int = 0, size: int = 256,
+                   bar: BarSet | None = None, workers: int | None = 1) -> np.ndarray:
+    """A fresh pool of unlabeled targets for round ``round_``, (N, S, S, 3) uint8.
+
+    Sources: a handcrafted-generator profile (``hard``, ``mixed``, ...: its programs are
+    rendered and thrown away, only the pictures are used; the generator bars the test sets) or
+    ``shift`` (:func:`img2prog.data.domain_shift.domain_shift_pool`: glyphs of characters the
+    domain-shift test set never draws and silhouettes from other seeds). Every round and source
+    gets its own seed, so no round sees another's pictures.
+    """
+    from img2prog.data.domain_shift import domain_shift_pool
+    from img2prog.data.handcrafted import generate
+
+    parts = []
+    for j, (name, n) in enumerate((parse_pool(spec) if isinstance(spec, str) else spec).items()):
+        s = 1_000_003 * (seed + 1) + 101 * round_ + j
+        if name == "shift":
+            parts.append(domain_shift_pool(n, seed=s, size=size))
+        else:
+            res = generate(n, seed=s, profile=name, bar=bar, workers=workers, image_size=size)
+            parts.append(np.repeat(np.stack([x.image for x in res.samples])[..., None], 3, axis=-1))
+    return np.concatenate(parts)
+
+
+def self_train(cfg: SelfTrainConfig, images: np.ndarray | Callable[[int], np.ndarray], out: str | Path, *,
+               model: NativeModel | None = None, proposer_factory=None, bar: BarSet | None = None,
+               device: str = "cpu", eval_sets: dict[str, np.ndarray] | None = None, workers: int | None = None,
+               time_budget: float | None = None, echo=print) -> list[dict]:
     """Run ``cfg.rounds`` rounds on ``images`` ((N, S, S[, 3]) uint8, labels unused) into ``out``.
 
-    ``bar`` defaults to the standard test sets. ``proposer_factory(model)`` builds the search
-    proposer (default: :class:`~img2prog.models.proposer.NativeProposer`). Writes
-    ``rounds.jsonl`` and the model after each round (``round-K``), and ``model`` at the end.
+    ``images`` may also be a function of the round number (1, 2, ...) returning that round's
+    targets — a fresh unlabeled pool each round. ``bar`` defaults to the standard test sets.
+    ``proposer_factory(model)`` builds the search proposer (default: the native model; plain
+    ``best-of-n`` without a time limit then takes the batched path, :func:`best_of_n_sampled`,
+    with ``workers`` render processes). ``eval_sets`` (name → images) are scored greedily
+    before the first round and after every round (reported as ``eval``; they are never trained
+    on). ``time_budget`` (seconds) skips the remaining rounds once another round of the
+    longest length so far would overrun it. Writes ``rounds.jsonl`` and the model after each
+    round (``round-K``), and ``model`` at the end.
     """
+    t_start = time.perf_counter()
     from img2prog.models.proposer import NativeProposer
 
     out = Path(out)
@@ -194,34 +309,61 @@ def self_train(cfg: SelfTrainConfig, images: np.ndarray, out: str | Path, *, mod
 
         bar = standard_bar()
     model = (model if model is not None else NativeModel.from_pretrained(cfg.model)).to(device).eval()
+    batched = proposer_factory is None and cfg.strategy == "best-of-n" and cfg.time_limit is None
     proposer_factory = proposer_factory or (lambda m: NativeProposer(m, device=device))
-    images = np.asarray(images)
+    images_for = images if callable(images) else (lambda _k, _a=np.asarray(images): _a)
+    eval_sets = eval_sets or {}
     (out / "self_train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     reports = []
+    evals = {name: greedy_report(model, ims) for name, ims in eval_sets.items()}
+    if evals:
+        echo("before: " + ", ".join(f"{n} F1 {r['f1']:.4f}" for n, r in evals.items()))
+    longest = 0.0
     for k in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
+        if time_budget is not None and k > 1 and (t0 - t_start) + longest > time_budget:
+            echo(f"time budget {time_budget:.0f} s: stopping after round {k - 1}")
+            break
+        images = np.asarray(images_for(k))
+        timings = {"targets": time.perf_counter() - t0}
         before = greedy_report(model, images)
-        results = search_targets(images, proposer_factory(model), cfg, k)
+        timings["greedy_before"] = time.perf_counter() - t0 - timings["targets"]
+        if batched:
+            results = best_of_n_sampled(model, images, cfg.samples, chunk=cfg.search_batch * 8,
+                                        seed=cfg.seed * 7919 + k, workers=workers, timings=timings)
+        else:
+            results = search_targets(images, proposer_factory(model), cfg, k)
         kept, counts = select_verified(images, results, cfg.threshold, bar, cfg.pair_with)
         t_search = time.perf_counter() - t0
         size = model.config.image_size
-        syn = synthetic_data(cfg, size, bar, k) if kept else None
+        t1 = time.perf_counter()
+        syn = synthetic_data(cfg, size, bar, k, workers=workers or 1) if kept else None
+        timings["synthetic"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
         losses = finetune(model, np.stack([v.image for v in kept]) if kept else images[:0],
                           [v.program for v in kept], cfg, syn, k)
+        timings["finetune"] = time.perf_counter() - t1
         after = greedy_report(model, images)
+        evals_after = {name: greedy_report(model, ims) for name, ims in eval_sets.items()}
         rep: dict[str, Any] = {
             "round": k, **counts, "search_iou": float(np.mean([r.iou or 0.0 for r in results])),
             "search_perfect": float(np.mean([r.perfect for r in results])),
             "greedy_before": before, "greedy_after": after,
+            **({"eval_before": evals, "eval": evals_after} if eval_sets else {}),
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "search_seconds": round(t_search, 2), "seconds": round(time.perf_counter() - t0, 2),
+            "timings": {k2: round(v, 2) for k2, v in timings.items()},
         }
         reports.append(rep)
+        longest = max(longest, time.perf_counter() - t0)
         with (out / "rounds.jsonl").open("a") as f:
             f.write(json.dumps(rep) + "\n")
         model.save_pretrained(out / f"round-{k}", extra={"recipe": {"self_train": asdict(cfg), "round": k}})
         echo(f"round {k}: kept {counts['kept']}/{counts['searched']} (perfect {counts['perfect']}, "
              f"≥{cfg.threshold} {counts['above_threshold']}, barred {counts['barred_program'] + counts['barred_target']}); "
-             f"greedy F1 {before['f1']:.4f} → {after['f1']:.4f}, IoU {before['iou']:.4f} → {after['iou']:.4f}")
+             f"greedy F1 {before['f1']:.4f} → {after['f1']:.4f}, IoU {before['iou']:.4f} → {after['iou']:.4f}"
+             + "".join(f"; {n} F1 {evals[n]['f1']:.4f} → {r['f1']:.4f}" for n, r in evals_after.items())
+             + f" ({rep['seconds']:.0f} s)")
+        evals = evals_after
     model.save_pretrained(out / "model", extra={"recipe": {"self_train": asdict(cfg)}})
     return reports
