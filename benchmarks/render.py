@@ -342,6 +342,20 @@ def main() -> None:
                 sys.exit(f"PIXEL MISMATCH in render_batch(workers={workers})")
         r = statistics.median(walls)
         print(f"| render_batch, workers={workers} | {r:,.0f} | {r / s:.1f}× | yes, {len(batch)}/{len(batch)} |", flush=True)
+    # The greyscale batch (rendering.render_batch): the same pixels as one channel — what the
+    # metrics, search and rewards consume — checked against the seed recipe's red channel.
+    for workers in (1, args.workers):
+        walls = []
+        for _ in range(reps):
+            rendering.clear_caches()
+            t0 = time.perf_counter()
+            gray, errors = rendering.render_batch(batch, size, workers=workers)
+            walls.append(len(batch) / (time.perf_counter() - t0))
+            if any(errors) or not np.array_equal(gray, expected[..., 0]) or not (expected == expected[..., :1]).all():
+                sys.exit(f"PIXEL MISMATCH in rendering.render_batch(workers={workers})")
+        r = statistics.median(walls)
+        print(f"| rendering.render_batch (grey), workers={workers} | {r:,.0f} | {r / s:.1f}× | yes, {len(batch)}/{len(batch)} |",
+              flush=True)
 
     # Search-like workload: the memo's use case.
     work = mutants(rng, bases=max(1, args.n // 20), per_base=20)

@@ -22,9 +22,9 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -79,6 +79,12 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="evaluate on the first N of each set (smoke tests)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-budget", type=float, default=None, help="seconds for the self-training rounds")
+    ap.add_argument("--stages", default="self", help="comma-separated: self, rl (each starts from --model)")
+    ap.add_argument("--rl-images", type=int, default=32)
+    ap.add_argument("--rl-group", type=int, default=16)
+    ap.add_argument("--rl-lr", type=float, default=2e-5)
+    ap.add_argument("--rl-kl", type=float, default=0.02)
+    ap.add_argument("--rl-time-budget", type=float, default=180.0)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -90,41 +96,55 @@ def main() -> None:
           f"workers {args.workers}, params {model.num_parameters():,}", flush=True)
     before = score(model, sets, args.bo_n, args.workers)
 
-    cfg = SelfTrainConfig(model=args.model, rounds=args.rounds, strategy="best-of-n", samples=args.samples,
-                          threshold=args.threshold, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                          synthetic_ratio=args.synthetic_ratio, synthetic_pool=args.synthetic_pool, seed=args.seed,
-                          search_batch=32)
     from img2prog.data.testsets import standard_bar
 
     bar = standard_bar()
-    spec = parse_pool(args.pool)
-    run_dir = args.out / "run"
-    t0 = time.perf_counter()
-    rounds = self_train(cfg, lambda k: unlabeled_pool(spec, k, seed=args.seed, bar=bar, workers=args.workers),
-                        run_dir, model=model, bar=bar, device=args.device,
-                        eval_sets={k: v for k, v in sets.items()}, workers=args.workers,
-                        time_budget=args.time_budget)
-    t_train = time.perf_counter() - t0
-    after = score(model, sets, args.bo_n, args.workers)
+    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "before": before, "stages": {}}
+    for stage in args.stages.split(","):
+        t0 = time.perf_counter()
+        model = NativeModel.from_pretrained(args.model).float().to(args.device).eval()
+        if stage == "self":
+            cfg = SelfTrainConfig(model=args.model, rounds=args.rounds, strategy="best-of-n", samples=args.samples,
+                                  threshold=args.threshold, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                  synthetic_ratio=args.synthetic_ratio, synthetic_pool=args.synthetic_pool,
+                                  seed=args.seed, search_batch=32)
+            spec = parse_pool(args.pool)
+            log = self_train(cfg, lambda k: unlabeled_pool(spec, k, seed=args.seed, bar=bar, workers=args.workers),
+                             args.out / "run-self", model=model, bar=bar, device=args.device, eval_sets=sets,
+                             workers=args.workers, time_budget=args.time_budget)
+            recipe = {"self_train": asdict(cfg) | {"pool": args.pool}}
+        elif stage == "rl":
+            from img2prog.train.rewards import RewardConfig
+            from img2prog.train.rl import RLConfig, train_rl
 
-    gaps = {}
-    for name in ("csg2d-hard", "domain-shift"):
-        g0 = before[name]["greedy"]["f1"]
-        bo = before[name].get(f"best_of_{args.bo_n}", {}).get("f1")
-        g1 = after[name]["greedy"]["f1"]
-        if bo is not None:
-            gaps[name] = {"greedy_before": g0, "best_of_n_before": bo, "greedy_after": g1,
-                          "gap_closed": (g1 - g0) / (bo - g0) if bo > g0 else None}
-    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "before": before, "after": after, "gaps": gaps,
-               "test_f1_change": after["csg2d-test"]["greedy"]["f1"] - before["csg2d-test"]["greedy"]["f1"],
-               "self_train_seconds": round(t_train, 1), "total_seconds": round(time.perf_counter() - t_start, 1),
-               "rounds": rounds}
-    (args.out / "self_train.json").write_text(json.dumps(summary, indent=1) + "\n")
-    model.save_pretrained(args.out / "model", dtype=torch.float16, extra={"recipe": {"self_train": vars(cfg) | {"pool": args.pool}}})
-    shutil.copy(run_dir / "rounds.jsonl", args.out / "rounds.jsonl")
-    shutil.rmtree(run_dir)  # the per-round fp32 checkpoints are too big to bring back
-    print("gaps", json.dumps(gaps), f"test ΔF1 {summary['test_f1_change']:+.4f}", f"total {summary['total_seconds']} s",
-          flush=True)
+            cfg = RLConfig(model=args.model, steps=100_000, images_per_step=args.rl_images, group_size=args.rl_group,
+                           lr=args.rl_lr, kl=args.rl_kl, reward=RewardConfig(), seed=args.seed, ckpt_every=0,
+                           reward_workers=1, time_budget=args.rl_time_budget, log_every=20)
+            pool = unlabeled_pool(parse_pool(args.pool), 99, seed=args.seed, bar=bar, workers=args.workers)
+            res = train_rl(cfg, pool, args.out / "run-rl", device=args.device, model=model)
+            model = NativeModel.from_pretrained(args.out / "run-rl" / "model").float().to(args.device).eval()
+            log = res["history"][:: max(1, len(res["history"]) // 50)]
+            recipe = {"rl": asdict(cfg) | {"pool": args.pool}}
+        else:
+            raise SystemExit(f"unknown stage {stage!r}")
+        seconds = time.perf_counter() - t0
+        after = score(model, sets, args.bo_n, args.workers)
+        gaps = {}
+        for name in ("csg2d-hard", "domain-shift"):
+            g0, g1 = before[name]["greedy"]["f1"], after[name]["greedy"]["f1"]
+            bo = before[name].get(f"best_of_{args.bo_n}", {}).get("f1")
+            if bo is not None:
+                gaps[name] = {"greedy_before": g0, "best_of_n_before": bo, "greedy_after": g1,
+                              "gap_closed": (g1 - g0) / (bo - g0) if bo > g0 else None}
+        test_change = after["csg2d-test"]["greedy"]["f1"] - before["csg2d-test"]["greedy"]["f1"]
+        summary["stages"][stage] = {"after": after, "gaps": gaps, "test_f1_change": test_change,
+                                    "seconds": round(seconds, 1), "log": log}
+        model.save_pretrained(args.out / f"model-{stage}", dtype=torch.float16, extra={"recipe": recipe})
+        for run in args.out.glob("run-*"):
+            shutil.rmtree(run)  # fp32 checkpoints: too big to bring back
+        print(stage, "gaps", json.dumps(gaps), f"test ΔF1 {test_change:+.4f}", f"{seconds:.0f} s", flush=True)
+        summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
+        (args.out / "self_train.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

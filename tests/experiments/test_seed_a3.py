@@ -51,6 +51,9 @@ def test_seed_a3_runs_end_to_end_and_resumes(tmp_path):
         assert row in report
     assert (out / "metrics.png").is_file() and (out / "qualitative.png").is_file()
     assert (out / "galleries" / "zero-shot.html").is_file() and (out / "analysis" / "report.md").is_file()
+    # where it ran and how long each stage took
+    assert json.loads((out / "environment.json").read_text())["device"] == "cpu"
+    assert "## Run" in report and "| sft-evolved |" in report and "| total |" in report
 
     # resume: completed stages are skipped (the report is always rewritten), an interrupted one re-runs
     (out / "stages" / "eval-handcrafted.json").unlink()
@@ -94,6 +97,9 @@ def test_cli_builds_a_tiny_model_and_runs_selected_stages(tmp_path):
     assert bad.exit_code == 2 and "--model NAME or --tiny" in bad.output
     bad = CliRunner().invoke(wrapper, ["experiment", "seed-a3", "--tiny", "llama", "--out", str(out)])
     assert bad.exit_code == 2 and "--tiny must be one of" in bad.output
+    bad = CliRunner().invoke(wrapper, ["experiment", "seed-a3", "--tiny", "gemma3", "--tiny-size", "huge",
+                                       "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--tiny-size must be one of" in bad.output
 
 
 def test_evolved_data_stage_uses_the_base_model_as_mutator(tmp_path):

@@ -95,6 +95,13 @@ def test_train_rl_resume_is_exact(tmp_path):
     assert set(rl.LOG_FIELDS) <= set(rows[0])
 
 
+def test_train_rl_time_budget_stops_early_and_still_saves(tmp_path):
+    imgs = np.stack([rendering.render_gray(p, 64) for p in (TARGET, "(Quad 8 8 6 4 0)")])
+    cfg = rl.RLConfig(steps=50, images_per_step=2, group_size=2, time_budget=0.0, reward_workers=0)
+    res = rl.train_rl(cfg, imgs, tmp_path, model=tiny(), echo=lambda *_: None)
+    assert res["steps"] == 0 and (tmp_path / "model" / "config.json").is_file()
+
+
 def cli_app():
     import typer
 

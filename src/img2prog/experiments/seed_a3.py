@@ -133,6 +133,7 @@ class SeedA3:
     def run(self, only: list[str] | None = None) -> dict[str, dict]:
         self.out.mkdir(parents=True, exist_ok=True)
         _write_json(self.out / "config.json", asdict(self.config))
+        _write_json(self.out / "environment.json", _environment())
         results: dict[str, dict] = {}
         for name, fn in self.plan():
             if only and name not in only:
@@ -347,6 +348,26 @@ def _rows(exp: SeedA3) -> list[dict]:
     return rows
 
 
+def _environment() -> dict:
+    """Where the (latest) run happened: versions and device, for the report."""
+    import importlib.metadata as md
+    import platform
+
+    env: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    for pkg in ("torch", "transformers", "peft", "trl", "bitsandbytes"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        env["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        env["device"] = "cpu"
+    return env
+
+
 def _fmt(x: Any) -> str:
     return "—" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x))
 
@@ -420,6 +441,17 @@ def write_report(exp: SeedA3) -> Path:
         _galleries(exp, preds)
         lines += ["", "## Qualitative predictions", "", "![qualitative](qualitative.png)", "",
                   "Galleries: " + ", ".join(f"[{s}](galleries/{s}.html)" for s in preds)]
+    # run: where and how long each stage took
+    env_path = out / "environment.json"
+    env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
+    times = [(name, (exp.result(name) or {}).get("seconds")) for name, _ in exp.plan() if name != "report"]
+    lines += ["", "## Run", "",
+              "Device: " + (", ".join(f"{k} {v}" for k, v in env.items()) or "not recorded")
+              + f"; quantization `{c.quantize}`, mutator `{c.mutator}`, seed {c.seed}.", "",
+              "| stage | seconds |", "|---|---|"]
+    lines += [f"| {name} | {sec:.1f} |" for name, sec in times if sec is not None]
+    total = sum(sec for _, sec in times if sec is not None)
+    lines += [f"| total | {total:.1f} |"]
     lines += ["", "Stage results (JSON): `stages/`; per-image replies and extractions: `predictions/`."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -68,6 +68,10 @@ def batched_constraint(language: Language, batch: int | None = None,
     small_cpu = batch is not None and batch <= 8 and torch.device(device or "cpu").type == "cpu"
     if language.name == "csg2d" and not small_cpu:
         return Csg2dTensorConstraint()
+    if language.name == "cadquery" and not small_cpu:
+        from img2prog.models.cad_constraint import CadQueryTensorConstraint
+
+        return CadQueryTensorConstraint()
     return PythonBatchedConstraint(language)
 
 

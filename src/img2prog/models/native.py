@@ -88,6 +88,12 @@ PRESETS: dict[str, dict] = {
     "small": {"d_model": 192, "n_heads": 6, "enc_layers": 3, "dec_layers": 3},
     "base": {"d_model": 256, "n_heads": 8, "enc_layers": 4, "dec_layers": 4},
     "wide": {"d_model": 384, "n_heads": 8, "enc_layers": 4, "dec_layers": 4},
+    # CadQuery (docs/cadquery.md): a 128 px 2×2 multi-view picture (64 px per view) in 8 px
+    # patches, so each view is 8×8 encoder tokens; programs reach ~170 tokens.
+    "cad-small": {"language": "cadquery", "image_size": 128, "patch": 8, "stem_channels": (32,), "d_model": 256,
+                  "n_heads": 8, "enc_layers": 4, "dec_layers": 4, "max_len": 256, "dropout": 0.1},
+    "cad-tiny": {"language": "cadquery", "image_size": 32, "patch": 8, "stem_channels": (8,), "d_model": 32,
+                 "n_heads": 2, "enc_layers": 1, "dec_layers": 1, "max_len": 256},
 }
 
 

@@ -26,7 +26,9 @@ def _fail(message: str) -> None:
 
 @app.command("native")
 def native(
-    preset: str = typer.Option("base", "--preset", help="Model size: tiny, small, base, wide."),
+    preset: str = typer.Option("base", "--preset", help="Model size: tiny, small, base, wide (cad-small, cad-tiny: CadQuery)."),
+    lang: str | None = typer.Option(None, "--lang", help="Language (default: the preset's; csg2d). cadquery needs --dataset."),
+    dataset: Path | None = typer.Option(None, "--dataset", help="Precomputed dataset .npz (python -m img2prog.data.cad_dataset) instead of the csg2d generator."),
     steps: int = typer.Option(10_000, "--steps", min=1, help="Optimizer steps (sets the LR schedule)."),
     batch_size: int = typer.Option(512, "--batch-size", min=1, help="Global batch size over all processes."),
     out: Path = typer.Option(Path("runs/native"), "--out", help="Run folder: checkpoint, logs, final model."),
@@ -38,7 +40,7 @@ def native(
     chunk_blocks: int = typer.Option(128, "--chunk-blocks", min=1, help="Generator blocks (256 samples) per chunk."),
     data_shards: int | None = typer.Option(None, "--data-shards", help="Virtual data shards (default: processes)."),
     workers: int | None = typer.Option(None, "--workers", help="Generator processes (default: cores − 1)."),
-    eval_sets: str = typer.Option("csg2d-test", "--eval", help="Comma-separated evaluation sets ('' for none)."),
+    eval_sets: str | None = typer.Option(None, "--eval", help="Comma-separated evaluation sets ('' for none; default csg2d-test for csg2d, none otherwise)."),
     eval_every: int = typer.Option(1000, "--eval-every", min=0, help="Steps between evaluations (0: final only)."),
     eval_limit: int = typer.Option(1000, "--eval-limit", min=1, help="Images per set in periodic evaluations."),
     ckpt_every: int = typer.Option(1000, "--ckpt-every", min=0, help="Steps between checkpoints."),
@@ -76,9 +78,26 @@ def native(
         overrides = json.loads(model_json) if model_json else {}
     except json.JSONDecodeError as e:
         _fail(f"--model-config is not valid JSON ({e.msg})")
+    if lang is not None:
+        overrides = {"language": lang, **overrides}
+    language = overrides.get("language", PRESETS[preset].get("language", "csg2d"))
+    data_kw: dict = {}
+    if dataset is not None:
+        from img2prog.models.cad_data import DatasetError, dataset_image_size
+
+        try:
+            data_kw = {"dataset": str(dataset), "image_size": dataset_image_size(dataset),
+                       "max_len": overrides.get("max_len", PRESETS[preset].get("max_len", 192))}
+        except (OSError, DatasetError, ValueError) as e:
+            _fail(f"--dataset {dataset}: {e}")
+    elif language != "csg2d":
+        _fail(f"language {language!r} has no on-the-fly generator: pass --dataset (python -m img2prog.data.cad_dataset)")
+    if eval_sets is None:
+        eval_sets = "csg2d-test" if language == "csg2d" else ""
     cfg = TrainConfig(
         preset=preset, model=overrides, steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
-        data=DataConfig(mixture=mixture, seed=seed, reuse=reuse, chunk_blocks=chunk_blocks, data_shards=shards),
+        data=DataConfig(mixture=mixture, seed=seed, reuse=reuse, chunk_blocks=chunk_blocks, data_shards=shards,
+                        **data_kw),
         workers=workers, eval_every=eval_every, eval_sets=tuple(s for s in eval_sets.split(",") if s),
         eval_limit=eval_limit, ckpt_every=ckpt_every, snapshot_every=snapshot_every, log_every=log_every, compile=compile,
         time_limit=time_limit, time_budget=time_budget, stop_at=stop_at, init_from=init_from,

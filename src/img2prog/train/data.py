@@ -90,6 +90,9 @@ class DataConfig:
     reuse: int = 4  # passes over each chunk
     data_shards: int = 1  # virtual shards; must be a multiple of the number of processes
     max_len: int = 192  # longest token sequence kept, <bos> and <eos> included
+    # A precomputed dataset file (img2prog.data.cad_dataset) instead of the csg2d generator:
+    # languages whose pictures need a geometry kernel train from one (models/cad_data.py).
+    dataset: str | None = None
 
     @property
     def chunk_size(self) -> int:

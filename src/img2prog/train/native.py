@@ -33,7 +33,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from img2prog.lang.csg2d import tokens as T
 from img2prog.models.native import NativeModel, preset
 from img2prog.train.data import ChunkLoader, DataConfig, unpack_images
 
@@ -278,7 +277,15 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str |
     fwd = torch.compile(net) if cfg.compile else net
 
     shards = [v for v in range(cfg.data.data_shards) if v % d.world == d.rank]
-    loader = ChunkLoader(cfg.data, shards, cfg.batch_size // d.world, d.device, workers=cfg.workers)
+    if cfg.data.dataset:  # precomputed (image, program) pairs, e.g. CadQuery parts
+        from img2prog.models.cad_data import DatasetLoader
+
+        loader = DatasetLoader(cfg.data.dataset, cfg.data.seed, shards, cfg.data.data_shards, cfg.batch_size // d.world,
+                               d.device, max_len=cfg.data.max_len, pad_id=model.pad_id)
+        to_input = lambda batch: batch  # noqa: E731 — already the model's float input
+    else:
+        loader = ChunkLoader(cfg.data, shards, cfg.batch_size // d.world, d.device, workers=cfg.workers)
+        to_input = lambda batch: unpack_images(batch, cfg.data.image_size)  # noqa: E731
     eval_sets = load_eval_sets(cfg.eval_sets, warn=echo) if d.main and cfg.eval_sets else {}
 
     out.mkdir(parents=True, exist_ok=True)
@@ -343,15 +350,15 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str |
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         packed, toks = loader.batch(step)
-        x = unpack_images(packed, cfg.data.image_size)
+        x = to_input(packed)
         inp, tgt = toks[:, :-1], toks[:, 1:]
-        ntok_local = (tgt != T.PAD).sum()
+        ntok_local = (tgt != model.pad_id).sum()
         ntok = ntok_local.clone()
         if d.world > 1:
             dist.all_reduce(ntok)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=amp):
             logits, _ = fwd(x, inp)
-        loss_sum = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=T.PAD, reduction="sum")
+        loss_sum = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=model.pad_id, reduction="sum")
         # DDP averages gradients over processes: scale so the update is d(mean over global tokens).
         loss = loss_sum * d.world / ntok
         opt.zero_grad(set_to_none=True)

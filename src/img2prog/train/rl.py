@@ -58,6 +58,8 @@ class RLConfig:
     hard_filter: bool = True  # drop groups with zero reward variance
     reward: RewardConfig = field(default_factory=RewardConfig)
     seed: int = 0
+    reward_workers: int | None = 1  # render processes for the rewards (1: in process; None: auto)
+    time_budget: float | None = None  # stop after this many seconds of updates (the step count caps too)
     log_every: int = 1
     ckpt_every: int = 50
 
@@ -153,7 +155,8 @@ def grpo_step(model: NativeModel, ref: NativeModel | None, opt: torch.optim.Opti
     seqs, texts = sample_groups(model, images, G, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_len=cfg.max_len, seed=seed)
     targets = np.repeat(np.asarray(images), G, axis=0)
-    rewards = torch.tensor(cfg.reward(texts, targets), dtype=torch.float32, device=seqs.device)
+    rewards = torch.tensor(cfg.reward(texts, targets, workers=cfg.reward_workers), dtype=torch.float32,
+                           device=seqs.device)
     adv, keep = group_advantages(rewards, G, cfg.normalize_std)
     if not cfg.hard_filter:
         keep = torch.ones_like(keep)
@@ -246,8 +249,12 @@ def train_rl(cfg: RLConfig, images: np.ndarray, out: str | Path, resume: bool = 
     if log_f.tell() == 0:
         log.writeheader()
     history = []
+    t_start = time.perf_counter()
     try:
         while step < cfg.steps:
+            if cfg.time_budget is not None and time.perf_counter() - t_start > cfg.time_budget:
+                echo(f"time budget {cfg.time_budget:.0f} s reached at step {step}")
+                break
             t0 = time.perf_counter()
             idx = step_indices(len(images), step, cfg.images_per_step, cfg.seed)
             s = grpo_step(policy, ref, opt, images[idx], cfg, seed=cfg.seed * 1_000_003 + step)

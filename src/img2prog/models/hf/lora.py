@@ -43,6 +43,10 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.1
     leaves: tuple[str, ...] = DEFAULT_LEAVES
+    #: modules trained fully, not through adapters (PEFT ``modules_to_save``), e.g. a new,
+    #: randomly initialised vision tower and projector; saved with the adapter. None: the
+    #: ``fresh_modules`` the model folder declares (see :mod:`img2prog.models.hf.pretrained`).
+    train_modules: tuple[str, ...] | None = None
 
 
 def language_model_prefix(model: Any) -> str:
@@ -100,6 +104,7 @@ def add_lora(model: Any, settings: LoraSettings | None = None, *, quantized: boo
     config = LoraConfig(
         r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, bias="none",
         target_modules=target_modules(model, settings.leaves), task_type="CAUSAL_LM",
+        modules_to_save=list(settings.train_modules) if settings.train_modules else None,
     )
     return get_peft_model(model, config)
 

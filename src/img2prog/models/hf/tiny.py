@@ -59,6 +59,16 @@ class TinySpec:
     seed: int = 0
 
 
+#: A "small" random model (4.4M parameters, 4.0M of them the language model): big enough that
+#: GPU runs measure something other than kernel-launch overhead and that bitsandbytes
+#: quantizes real matrices, still seconds per SFT epoch on 500 examples.
+SMALL_SPEC = TinySpec(
+    hidden_size=256, intermediate_size=1024, num_layers=4, num_heads=4, num_kv_heads=1, head_dim=64,
+    vision_hidden_size=128, vision_layers=2, image_size=64, patch_size=8, init_std=0.05,
+)
+SPECS: dict[str, TinySpec] = {"tiny": TinySpec(), "small": SMALL_SPEC}
+
+
 # ----------------------------------------------------------------------------------------
 # Chat templates, hand-written in each family's turn format.
 # ----------------------------------------------------------------------------------------

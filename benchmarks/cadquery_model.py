@@ -1,0 +1,186 @@
+"""The native model on CadQuery: candidates (model machine), evaluation (CadQuery machine).
+
+    # where the model is (GPU: no CadQuery needed): greedy + 32 samples per test picture
+    python benchmarks/cadquery_model.py candidates --model runs/cad/model \\
+        --images data_cad/cadquery-test-128.npz --samples 32 --out out/cad_candidates.jsonl \\
+        --val data_cad/cad-train-128.npz --val-json out/cad_val.json
+
+    # early stopping after the fact: the snapshot with the lowest held-out loss
+    python benchmarks/cadquery_model.py pick --run runs/cad --val data_cad/cad-train-128.npz --out runs/cad/best
+
+    # where CadQuery is: build, draw, pick best-of-N by image agreement, score (VSR, IoU, Chamfer)
+    python benchmarks/cadquery_model.py evaluate --candidates out/cad_candidates.jsonl \\
+        --images data_cad/cadquery-test-128.npz --testset cadquery-test --ns 4,8,16 --json out/cad_eval.json
+
+``--val`` also reports, on the dataset's held-out split: teacher-forced loss and token
+accuracy, and the share of greedy programs identical to the target (no CadQuery needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+
+def _images(path: str) -> np.ndarray:
+    with np.load(path) as z:
+        return z["images"]
+
+
+def validation(model, dataset: str, batch: int = 128, limit: int = 1000, greedy: bool = True) -> dict:
+    """Held-out loss, token accuracy and greedy exact-match rate of a packed dataset's val split."""
+    import torch
+
+    from img2prog.models.cad_data import load_dataset, to_input
+
+    images, tokens = load_dataset(dataset, split="val")
+    images, tokens = images[:limit], tokens[:limit]
+    pad = model.pad_id
+    loss_sum = correct = count = exact = 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            im = torch.from_numpy(images[i : i + batch]).to(model.device)
+            tk = torch.from_numpy(tokens[i : i + batch]).to(model.device)
+            L = int((tk != pad).sum(1).max())
+            tk = tk[:, :L]
+            x = to_input(im).to(model.tok_emb.weight.dtype)
+            logits, _ = model(x, tk[:, :-1])
+            tgt = tk[:, 1:]
+            m = tgt != pad
+            loss_sum += float(torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(),
+                                                                ignore_index=pad, reduction="sum"))
+            correct += int(((logits.argmax(-1) == tgt) & m).sum())
+            count += int(m.sum())
+            if greedy:
+                outs = model.generate(images[i : i + batch])
+                for (text, _), row in zip((g[0] for g in outs), tk.tolist()):
+                    exact += text == model.language.decode([t for t in row[1:] if t != pad])
+    res = {"n": len(images), "loss": loss_sum / count, "token_accuracy": correct / count}
+    if greedy:
+        res["greedy_exact"] = exact / len(images)
+    return res
+
+
+def cmd_candidates(a) -> dict:
+    import torch
+
+    from img2prog.eval.cad_eval import write_candidates
+    from img2prog.models.cad_search import generate_candidates
+    from img2prog.models.native import NativeModel
+
+    dev = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = NativeModel.from_pretrained(a.model, device=dev)
+    res: dict = {"device": dev}
+    if a.val:
+        t0 = time.perf_counter()
+        res["val"] = validation(model, a.val)
+        res["val"]["seconds"] = time.perf_counter() - t0
+        print(f"val: {res['val']}", file=sys.stderr)
+        if a.val_json:
+            Path(a.val_json).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.val_json).write_text(json.dumps(res["val"], indent=1) + "\n")
+    images = _images(a.images)[: a.limit]
+    t0 = time.perf_counter()
+    cands = generate_candidates(model, images, samples=a.samples, temperature=a.temperature, top_p=a.top_p,
+                                batch=a.batch, seed=a.seed, turned=a.turned)
+    res["candidates_seconds"] = time.perf_counter() - t0
+    write_candidates(a.out, cands)
+    res["images"] = len(images)
+    res["distinct_per_image"] = float(np.mean([len({c.program for c in row}) for row in cands]))
+    return res
+
+
+def cmd_pick(a) -> dict:
+    """Early stopping after the fact: the run's final model or fp16 snapshot with the lowest
+    held-out loss is copied to ``--out`` (a small dataset is overfitted long before the end)."""
+    import shutil
+
+    import torch
+
+    from img2prog.models.native import NativeModel
+
+    dev = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    run = Path(a.run)
+    folders = sorted((run / "snapshots").glob("step-*")) + [run / "model"]
+    scores = {}
+    for f in folders:
+        if (f / "config.json").is_file():
+            scores[str(f)] = validation(NativeModel.from_pretrained(f, device=dev), a.val, limit=a.limit, greedy=False)
+            print(f"{f.name}: {scores[str(f)]}", file=sys.stderr)
+    if not scores:
+        raise SystemExit(f"error: no model under {run}")
+    best = min(scores, key=lambda k: scores[k]["loss"])
+    out = Path(a.out)
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(best, out)
+    return {"picked": best, "val": scores[best], "all": {Path(k).name: v["loss"] for k, v in scores.items()}}
+
+
+def cmd_evaluate(a) -> dict:
+    from img2prog.eval.cad_eval import evaluate_candidates, read_candidates
+    from img2prog.lang.cadquery.sandbox import Executor
+    from img2prog.lang.cadquery.testsets import testset_programs
+
+    cands = read_candidates(a.candidates)
+    images = _images(a.images)[: len(cands)]
+    targets = testset_programs(a.testset)[: len(cands)]
+    ns = tuple(int(x) for x in a.ns.split(",") if x)
+    t0 = time.perf_counter()
+    with Executor(workers=a.workers) as ex:
+        res = evaluate_candidates(cands, targets, images, ex, ns=ns, chamfer_points=a.chamfer_points)
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("candidates")
+    c.add_argument("--model", required=True)
+    c.add_argument("--images", required=True, help="npz with the test pictures (python -m img2prog.data.cad_dataset testset)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--samples", type=int, default=32)
+    c.add_argument("--temperature", type=float, default=1.0)
+    c.add_argument("--top-p", type=float, default=0.95)
+    c.add_argument("--batch", type=int, default=50)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--limit", type=int, default=None)
+    c.add_argument("--turned", action="store_true",
+                   help="also decode the half-swapped picture (the part turned about +Z) and turn back")
+    c.add_argument("--device", default=None)
+    c.add_argument("--val", default=None, help="packed dataset whose val split to report on")
+    c.add_argument("--val-json", default=None)
+    k = sub.add_parser("pick", help="copy the run's model or snapshot with the lowest held-out loss")
+    k.add_argument("--run", required=True)
+    k.add_argument("--val", required=True)
+    k.add_argument("--out", required=True)
+    k.add_argument("--limit", type=int, default=1000)
+    k.add_argument("--device", default=None)
+    e = sub.add_parser("evaluate")
+    e.add_argument("--candidates", required=True)
+    e.add_argument("--images", required=True)
+    e.add_argument("--testset", default="cadquery-test")
+    e.add_argument("--ns", default="4,8,16")
+    e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--chamfer-points", type=int, default=2048)
+    e.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    res = {"candidates": cmd_candidates, "pick": cmd_pick, "evaluate": cmd_evaluate}[a.cmd](a)
+    text = json.dumps(res, indent=1)
+    if getattr(a, "json", None):
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""Greedy and best-of-N evaluation on a CadQuery test set."""
+
+import numpy as np
+import pytest
+
+from img2prog.eval.cad_eval import evaluate_candidates, read_candidates, write_candidates
+from img2prog.lang.cadquery.sandbox import Executor, Limits, cadquery_available
+from img2prog.models.cad_search import Candidate
+
+BOX = """import cadquery as cq
+solid = cq.Workplane("XY").moveTo(-0.5, -0.25).lineTo(0.5, -0.25).lineTo(0.5, 0.25).lineTo(-0.5, 0.25).close().extrude(0.25)
+"""
+CUBE = """import cadquery as cq
+solid = cq.Workplane("XY").moveTo(-0.5, -0.5).lineTo(0.5, -0.5).lineTo(0.5, 0.5).lineTo(-0.5, 0.5).close().extrude(1.0)
+"""
+
+
+def test_candidates_roundtrip(tmp_path):
+    rows = [[Candidate("a", -1.0, "greedy"), Candidate("b\nc", -2.5, "sample")], [Candidate("d", 0.0, "greedy")]]
+    write_candidates(tmp_path / "c.jsonl", rows)
+    assert read_candidates(tmp_path / "c.jsonl") == rows
+    write_candidates(tmp_path / "c.jsonl.gz", rows)
+    assert read_candidates(tmp_path / "c.jsonl.gz") == rows
+    (tmp_path / "bad.jsonl").write_text('{"id": 1, "candidates": []}\n')
+    with pytest.raises(ValueError, match="ids"):
+        read_candidates(tmp_path / "bad.jsonl")
+
+
+@pytest.mark.skipif(not cadquery_available(), reason="CadQuery is not installed (pip install 'img2prog[cad]')")
+def test_best_of_n_beats_a_wrong_greedy_program():
+    from img2prog.lang.cadquery.render import render_mesh
+
+    with Executor(workers=1, limits=Limits(cpu_s=10, wall_s=30)) as ex:
+        images = np.stack([render_mesh(ex.run(p).solid.mesh, 64)[..., 0] for p in (BOX, CUBE)])
+        # target 0: greedy is invalid, a sample is right; target 1: greedy is right
+        cands = [[Candidate("garbage", -1.0, "greedy"), Candidate(CUBE, -2.0, "sample"), Candidate(BOX, -3.0, "sample")],
+                 [Candidate(CUBE, -1.0, "greedy"), Candidate(BOX, -0.5, "sample"), Candidate(BOX, -0.5, "sample")]]
+        res = evaluate_candidates(cands, [BOX, CUBE], images, ex, ns=(2,), chamfer_points=0)
+    assert res["greedy"]["vsr"] == 0.5 and res["greedy"]["iou"] == pytest.approx(0.5)
+    # best of 2: target 0 can only choose CUBE (normalised IoU 0.5·0.25 = 0.125), target 1 keeps CUBE
+    assert res["best_of_2"]["vsr"] == 1.0 and res["best_of_2"]["iou"] == pytest.approx((0.125 + 1.0) / 2, abs=1e-6)
+    assert res["best_of_3"]["iou"] == pytest.approx(1.0, abs=1e-6) and res["best_of_3"]["chose_greedy"] == 0.5
