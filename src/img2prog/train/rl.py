@@ -19,6 +19,9 @@ One step:
 Samples are drawn on-policy and used for one update, so the PPO ratio is 1 and its clipping
 never binds; it is omitted. The token entropy of the constrained distribution is logged.
 Checkpoints reuse the native trainer's format (safetensors + JSON, exact resume).
+
+Several processes (``torchrun --nproc_per_node N -m img2prog.train rl ...``, DDP) split each
+step's images between them; with the same samples the update equals one process's.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +39,7 @@ import torch
 
 from img2prog.models.constraints import batched_constraint
 from img2prog.models.native import NativeModel
-from img2prog.train.native import Dist, load_checkpoint, save_checkpoint
+from img2prog.train.native import Dist, load_checkpoint, save_checkpoint, setup_distributed
 from img2prog.train.rewards import RewardConfig
 
 # ---- config ---------------------------------------------------------------------------------
@@ -103,13 +107,14 @@ def constraint_masks(model: NativeModel, seqs: torch.Tensor) -> torch.Tensor:
     return torch.stack(masks, dim=1)
 
 
-def token_logprobs(model: NativeModel, x: torch.Tensor, seqs: torch.Tensor, masks: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logprobs(model: NativeModel, x: torch.Tensor, seqs: torch.Tensor, masks: torch.Tensor,
+                   net: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forced log-probabilities (N, L) of ``seqs`` under the constrained distribution,
-    and the per-token entropy (N, L) of that distribution. ``x``: prepared images (N, 1, S, S)."""
+    and the per-token entropy (N, L) of that distribution. ``x``: prepared images (N, 1, S, S).
+    ``net`` runs the forward pass instead of ``model`` (its DDP wrapper)."""
     bos = torch.full((seqs.shape[0], 1), model.bos_id, dtype=torch.long, device=seqs.device)
     inp = torch.cat([bos, seqs[:, :-1]], dim=1)
-    logits, _ = model(x, inp)
+    logits, _ = (net or model)(x, inp)
     logits = logits.float().masked_fill(~masks, float("-inf"))
     logp = logits.log_softmax(-1)
     # Padding after <eos> is scored as <eos> (the only token allowed there), so every entry
@@ -149,8 +154,17 @@ class StepStats:
 
 
 def grpo_step(model: NativeModel, ref: NativeModel | None, opt: torch.optim.Optimizer, images: np.ndarray,
-              cfg: RLConfig, seed: int | None) -> StepStats:
-    """One GRPO update of ``model`` on ``images`` (see the module docstring)."""
+              cfg: RLConfig, seed: int | None, net: torch.nn.Module | None = None, world: int = 1) -> StepStats:
+    """One GRPO update of ``model`` on ``images`` (see the module docstring).
+
+    Under DDP (``world`` > 1, ``net`` the DDP wrapper, ``images`` this process's share of the
+    step's images) every process runs forward and backward on all its rows — groups the
+    hard-example filter drops get zero weight instead of being removed, so no process can
+    skip the gradient all-reduce — and the loss is normalised by the *global* token count, so
+    the averaged gradient equals the single-process one on the same samples.
+    """
+    if world > 1:
+        return _grpo_step_ddp(model, ref, opt, images, cfg, seed, net, world)
     G = cfg.group_size
     seqs, texts = sample_groups(model, images, G, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_len=cfg.max_len, seed=seed)
@@ -193,6 +207,55 @@ def grpo_step(model: NativeModel, ref: NativeModel | None, opt: torch.optim.Opti
     return StepStats(**stats, loss=float(loss.detach()), kl=float(kl.detach()), entropy=ent, tokens=int(n_tok))
 
 
+def _grpo_step_ddp(model, ref, opt, images, cfg: RLConfig, seed, net, world: int) -> StepStats:
+    import torch.distributed as dist
+
+    G = cfg.group_size
+    seqs, texts = sample_groups(model, images, G, temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_len=cfg.max_len, seed=seed)
+    targets = np.repeat(np.asarray(images), G, axis=0)
+    rewards = torch.tensor(cfg.reward(texts, targets, workers=cfg.reward_workers), dtype=torch.float32,
+                           device=seqs.device)
+    adv, keep = group_advantages(rewards, G, cfg.normalize_std)
+    if not cfg.hard_filter:
+        keep = torch.ones_like(keep)
+    tok_mask = (seqs != model.pad_id) & keep[:, None]
+    perfect_thr = cfg.reward.iou * cfg.reward.iou_scale - 1e-6
+    # global statistics: Σr, Σr², samples, perfect, groups kept, groups, kept tokens
+    stats = torch.tensor([float(rewards.sum()), float((rewards ** 2).sum()), float(len(rewards)),
+                          float((rewards >= perfect_thr).sum()) if cfg.reward.iou else 0.0,
+                          float(keep.view(-1, G)[:, 0].sum()), float(len(images)), float(tok_mask.sum())],
+                         dtype=torch.float64, device=seqs.device)
+    dist.all_reduce(stats)
+    s_r, s_r2, n, n_perfect, kept, groups, n_tok = stats.tolist()
+    mean = s_r / n
+    masks = constraint_masks(model, seqs)
+    x = model.prepare_images(np.asarray(images)).repeat_interleave(G, dim=0)
+    model.train()
+    logp, entropy = token_logprobs(model, x, seqs, masks, net=net)
+    denom = max(n_tok, 1.0)
+    # DDP averages gradients over processes: scale so the result is d(global sum / global tokens)
+    pg = -(adv[:, None] * logp * tok_mask).sum() * world / denom
+    kl = torch.zeros((), device=logp.device)
+    if ref is not None and cfg.kl > 0:
+        with torch.no_grad():
+            ref_logp, _ = token_logprobs(ref, x, seqs, masks)
+        d = (ref_logp - logp).masked_fill(~tok_mask, 0.0)
+        kl = ((d.exp() - d - 1) * tok_mask).sum() * world / denom
+    loss = pg + cfg.kl * kl
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    logged = torch.stack([loss.detach() / world, kl.detach() / world,
+                          (entropy.detach() * tok_mask).sum() / denom]).double()
+    dist.all_reduce(logged)
+    return StepStats(reward_mean=mean, reward_std=max(s_r2 / n - mean * mean, 0.0) ** 0.5, perfect=n_perfect / n,
+                     groups_kept=int(kept), groups=int(groups), loss=float(logged[0]), kl=float(logged[1]),
+                     entropy=float(logged[2]), tokens=int(n_tok))
+
+
 def step_indices(n: int, step: int, per_step: int, seed: int) -> np.ndarray:
     """Images of ``step``: consecutive slices of seeded epoch permutations (pure in the step)."""
     start = step * per_step
@@ -220,10 +283,12 @@ def train_rl(cfg: RLConfig, images: np.ndarray, out: str | Path, resume: bool = 
     """
     out = Path(out)
     ckpt_dir = out / "checkpoint"
-    d = Dist(device=torch.device(device))
+    d = setup_distributed(device) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else Dist(device=torch.device(device))
     images = np.asarray(images)
     if len(images) == 0:
         raise ValueError("no target images for RL")
+    if cfg.images_per_step % d.world:
+        raise ValueError(f"images_per_step {cfg.images_per_step} is not divisible by the {d.world} processes")
     if resume:
         if not (ckpt_dir / "trainer.json").is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_dir}")
@@ -242,22 +307,36 @@ def train_rl(cfg: RLConfig, images: np.ndarray, out: str | Path, resume: bool = 
     if resume:
         step = load_checkpoint(ckpt_dir, policy, opt, d)["step"]
         echo(f"resumed from {ckpt_dir} at step {step}")
+    net = None
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(policy, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    if not d.main:
+        echo = lambda *_: None  # noqa: E731
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rl_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
-    log_f = (out / "log.csv").open("a", newline="")
+    if d.main:
+        (out / "rl_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    log_f = (out / "log.csv").open("a", newline="") if d.main else open(os.devnull, "w")
     log = csv.DictWriter(log_f, LOG_FIELDS)
-    if log_f.tell() == 0:
+    if d.main and log_f.tell() == 0:
         log.writeheader()
     history = []
     t_start = time.perf_counter()
     try:
         while step < cfg.steps:
-            if cfg.time_budget is not None and time.perf_counter() - t_start > cfg.time_budget:
+            over = cfg.time_budget is not None and time.perf_counter() - t_start > cfg.time_budget
+            if d.world > 1:  # every process must stop at the same step
+                flag = torch.tensor(float(over), device=d.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                over = bool(flag)
+            if over:
                 echo(f"time budget {cfg.time_budget:.0f} s reached at step {step}")
                 break
             t0 = time.perf_counter()
-            idx = step_indices(len(images), step, cfg.images_per_step, cfg.seed)
-            s = grpo_step(policy, ref, opt, images[idx], cfg, seed=cfg.seed * 1_000_003 + step)
+            idx = step_indices(len(images), step, cfg.images_per_step, cfg.seed)[d.rank :: d.world]
+            s = grpo_step(policy, ref, opt, images[idx], cfg, seed=cfg.seed * 1_000_003 + step + 7_919_993 * d.rank,
+                          net=net, world=d.world)
             step += 1
             row = {"step": step, **asdict(s), "seconds": round(time.perf_counter() - t0, 4)}
             history.append(row)
@@ -266,10 +345,13 @@ def train_rl(cfg: RLConfig, images: np.ndarray, out: str | Path, resume: bool = 
                 log_f.flush()
                 echo(f"rl step {step}: reward {s.reward_mean:.3f} ± {s.reward_std:.3f}, perfect {s.perfect:.3f}, "
                      f"groups kept {s.groups_kept}/{s.groups}, kl {s.kl:.4f}, entropy {s.entropy:.3f}")
-            if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps:
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0 and step < cfg.steps and d.main:
                 save_checkpoint(ckpt_dir, policy, opt, cfg, step, d, {})
     finally:
         log_f.close()
-    save_checkpoint(ckpt_dir, policy, opt, cfg, step, d, {})
-    policy.eval().save_pretrained(out / "model", extra={"recipe": {"rl": asdict(cfg)}})
+    if d.main:
+        save_checkpoint(ckpt_dir, policy, opt, cfg, step, d, {})
+        policy.eval().save_pretrained(out / "model", extra={"recipe": {"rl": asdict(cfg)}})
+    if d.world > 1:
+        torch.distributed.barrier()  # the files exist before any process returns
     return {"steps": step, "out": str(out), "history": history}
