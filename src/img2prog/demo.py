@@ -54,6 +54,7 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
     from img2prog.models.native import NativeModel
     from img2prog.models.proposer import NativeProposer
     from img2prog.search import search_batch
+    from img2prog.search.simplify import simplify
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,6 +100,8 @@ def run_demo(cfg: DemoConfig, echo=print) -> dict:
             else:
                 found = search_batch(targets, proposer, method, time_limit=limit, seed=cfg.seed)
                 programs = [r.program for r in found]
+            # same pictures, without operands they do not need (what `img2prog infer` prints)
+            programs = [simplify(p, size=targets.shape[1]) for p in programs]
             seconds = time.perf_counter() - t0
             report = compute_metrics(programs, targets)
             label = "native greedy" if method == "greedy" else f"native + {method} ({limit:g} s/image)"

@@ -29,6 +29,14 @@ SIZE = 32
 N_GEN = 4
 
 
+@pytest.fixture(scope="module")
+def gemma3_dir(tmp_path_factory):
+    """A tiny random Gemma 3 checkpoint (about 50k parameters), built offline."""
+    from img2prog.models.hf.tiny import build_tiny
+
+    return build_tiny("gemma3", tmp_path_factory.mktemp("tiny-gemma3"))
+
+
 def test_dataset_is_conversational_with_an_image_slot():
     ds = build_grpo_dataset(TARGETS, image_size=SIZE)
     assert ds.column_names == ["prompt", "image"]
@@ -52,7 +60,7 @@ def test_extracting_reads_programs_out_of_replies():
     assert seen == ["(Circle 4 8 8)", NO_PROGRAM]
 
 
-def test_grpo_steps_on_tiny_gemma3(tiny_dir, tmp_path):
+def test_grpo_steps_on_tiny_gemma3(gemma3_dir, tmp_path):
     calls: list[tuple[list, np.ndarray, list[float]]] = []
 
     def spy(completions, targets, **kw):
@@ -63,9 +71,9 @@ def test_grpo_steps_on_tiny_gemma3(tiny_dir, tmp_path):
         return out
 
     trainer = grpo_trainer(
-        tiny_dir("gemma3"), TARGETS, reward_fns=[spy], image_size=SIZE, output_dir=str(tmp_path),
+        gemma3_dir, TARGETS, reward_fns=[spy], image_size=SIZE, output_dir=str(tmp_path),
         max_steps=2, num_generations=N_GEN, max_completion_length=8, learning_rate=1e-2,
-        gradient_checkpointing=False, seed=0,
+        seed=0,
     )
     lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
     assert lora, "no LoRA adapter on the model"
@@ -96,9 +104,9 @@ def test_grpo_steps_on_tiny_gemma3(tiny_dir, tmp_path):
     assert moved, "GRPO steps did not change the LoRA adapter"
 
 
-def test_rejects_dataset_without_image_column(tiny_dir, tmp_path):
+def test_rejects_dataset_without_image_column(gemma3_dir, tmp_path):
     from datasets import Dataset
 
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": "draw"}]}])
     with pytest.raises(GRPOSetupError, match="image"):
-        grpo_trainer(tiny_dir("gemma3"), ds, output_dir=str(tmp_path))
+        grpo_trainer(gemma3_dir, ds, output_dir=str(tmp_path))

@@ -70,6 +70,8 @@ def infer(
     render_dir: Path | None = typer.Option(None, "--render", help="Also write each predicted image (PNG) here."),
     gallery: Path | None = typer.Option(None, "--gallery", help="Write an HTML page: target | prediction | difference."),
     search: str = typer.Option("greedy", "--search", help=f"Strategy: {', '.join(SEARCH_CHOICES)}."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Drop operands the picture does not need "
+                                  "(same rendering at the input size; the model's own answer goes to raw_program)."),
     samples: int | None = typer.Option(None, "--samples", min=1, help="Samples per image (search budget)."),
     time_limit: float | None = typer.Option(None, "--time-limit", min=0.0, help="Seconds per image (search budget)."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling strategies."),
@@ -129,6 +131,13 @@ def infer(
         for r in results:
             rows.append({"program": r.program, "score": float(r.score), "strategy": r.strategy,
                          "candidates": r.candidates_tried, "seconds": round(r.seconds, 4)})
+    if simplify and lang.name == "csg2d":
+        from img2prog.search.simplify import simplify as prune
+
+        for r in rows:  # same picture at the input size, never longer (see search/simplify.py)
+            short = prune(r["program"], size=arrays.shape[1])
+            if short != r["program"]:
+                r["raw_program"], r["program"] = r["program"], short
     seconds = time.perf_counter() - t0
 
     report = compute_metrics([r["program"] for r in rows], arrays, language=lang)

@@ -38,6 +38,7 @@ Qwen2.5-VL and Idefics3 checkpoints of :mod:`img2prog.models.hf.tiny` (see
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -179,8 +180,16 @@ def grpo_trainer(
     settings = {**DEFAULTS, **grpo_kwargs}
     # GRPO needs every generation batch to be whole groups: the default batch is one group.
     settings.setdefault("per_device_train_batch_size", settings["num_generations"])
-    if hfm.device.type != "cuda":
+    on_cuda = hfm.device.type == "cuda"
+    if not on_cuda:
         settings.setdefault("use_cpu", True)
+    # Activation checkpointing (TRL turns it on by default) saves GPU memory but only costs time
+    # on CPU. transformers renamed gradient_checkpointing → activation_checkpointing (5.2x):
+    # use whichever spelling this version has, unless the caller chose.
+    ckpt_name = ("activation_checkpointing" if "activation_checkpointing" in inspect.signature(GRPOConfig.__init__).parameters
+                 else "gradient_checkpointing")
+    if not {"activation_checkpointing", "gradient_checkpointing"} & settings.keys():
+        settings[ckpt_name] = on_cuda
     # mixed precision follows the weights: TRL would otherwise turn bf16 on for fp32 models
     import torch
 
