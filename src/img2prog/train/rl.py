@@ -165,16 +165,9 @@ def grpo_step(model: NativeModel, ref: NativeModel | None, opt: torch.optim.Opti
     """
     if world > 1:
         return _grpo_step_ddp(model, ref, opt, images, cfg, seed, net, world)
+    seqs, rewards, adv, keep = _sample_and_score(model, images, cfg, seed)
     G = cfg.group_size
-    seqs, texts = sample_groups(model, images, G, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_len=cfg.max_len, seed=seed)
-    targets = np.repeat(np.asarray(images), G, axis=0)
-    rewards = torch.tensor(cfg.reward(texts, targets, workers=cfg.reward_workers), dtype=torch.float32,
-                           device=seqs.device)
-    adv, keep = group_advantages(rewards, G, cfg.normalize_std)
-    if not cfg.hard_filter:
-        keep = torch.ones_like(keep)
-    perfect = float((rewards >= cfg.reward.iou * cfg.reward.iou_scale - 1e-6).float().mean()) if cfg.reward.iou else 0.0
+    perfect = float((rewards >= _perfect_reward(cfg)).float().mean()) if cfg.reward.iou else 0.0
     stats = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std(unbiased=False)),
              "perfect": perfect, "groups_kept": int(keep.view(-1, G)[:, 0].sum()), "groups": len(images)}
     rows = keep.nonzero()[:, 0]
@@ -185,31 +178,20 @@ def grpo_step(model: NativeModel, ref: NativeModel | None, opt: torch.optim.Opti
     # Trim to the kept rows' longest sequence.
     L = int(tok_mask.sum(1).max())
     seqs, tok_mask = seqs[:, :L], tok_mask[:, :L]
-    masks = constraint_masks(model, seqs)
     x = model.prepare_images(np.asarray(images)).repeat_interleave(G, dim=0)[rows]
-    model.train()
-    logp, entropy = token_logprobs(model, x, seqs, masks)
     n_tok = tok_mask.sum().clamp(min=1)
-    pg = -(adv[:, None] * logp * tok_mask).sum() / n_tok
-    kl = torch.zeros((), device=logp.device)
-    if ref is not None and cfg.kl > 0:
-        with torch.no_grad():
-            ref_logp, _ = token_logprobs(ref, x, seqs, masks)
-        d = (ref_logp - logp).masked_fill(~tok_mask, 0.0)
-        kl = ((d.exp() - d - 1) * tok_mask).sum() / n_tok  # k3: unbiased, always ≥ 0
-    loss = pg + cfg.kl * kl
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    opt.step()
-    ent = float((entropy.detach() * tok_mask).sum() / n_tok)
-    return StepStats(**stats, loss=float(loss.detach()), kl=float(kl.detach()), entropy=ent, tokens=int(n_tok))
+    loss, kl, ent_sum = _policy_update(model, ref, opt, x, seqs, adv, tok_mask, cfg, n_tok)
+    return StepStats(**stats, loss=float(loss), kl=float(kl), entropy=float(ent_sum / n_tok), tokens=int(n_tok))
 
 
-def _grpo_step_ddp(model, ref, opt, images, cfg: RLConfig, seed, net, world: int) -> StepStats:
-    import torch.distributed as dist
+def _perfect_reward(cfg: RLConfig) -> float:
+    """The reward of a pixel-perfect sample (IoU 1), less a float tolerance."""
+    return cfg.reward.iou * cfg.reward.iou_scale - 1e-6
 
+
+def _sample_and_score(model: NativeModel, images: np.ndarray, cfg: RLConfig, seed: int | None):
+    """``group_size`` samples per image, their rewards, group-relative advantages and the
+    "group kept" mask (all True when the hard-example filter is off)."""
     G = cfg.group_size
     seqs, texts = sample_groups(model, images, G, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_len=cfg.max_len, seed=seed)
@@ -219,37 +201,53 @@ def _grpo_step_ddp(model, ref, opt, images, cfg: RLConfig, seed, net, world: int
     adv, keep = group_advantages(rewards, G, cfg.normalize_std)
     if not cfg.hard_filter:
         keep = torch.ones_like(keep)
-    tok_mask = (seqs != model.pad_id) & keep[:, None]
-    perfect_thr = cfg.reward.iou * cfg.reward.iou_scale - 1e-6
-    # global statistics: Σr, Σr², samples, perfect, groups kept, groups, kept tokens
-    stats = torch.tensor([float(rewards.sum()), float((rewards ** 2).sum()), float(len(rewards)),
-                          float((rewards >= perfect_thr).sum()) if cfg.reward.iou else 0.0,
-                          float(keep.view(-1, G)[:, 0].sum()), float(len(images)), float(tok_mask.sum())],
-                         dtype=torch.float64, device=seqs.device)
-    dist.all_reduce(stats)
-    s_r, s_r2, n, n_perfect, kept, groups, n_tok = stats.tolist()
-    mean = s_r / n
+    return seqs, rewards, adv, keep
+
+
+def _policy_update(model: NativeModel, ref: NativeModel | None, opt: torch.optim.Optimizer, x: torch.Tensor,
+                   seqs: torch.Tensor, adv: torch.Tensor, tok_mask: torch.Tensor, cfg: RLConfig, denom,
+                   world: int = 1, net: torch.nn.Module | None = None):
+    """One optimizer step on ``(−Σ A·log π + β·Σ k3) · world / denom`` over the ``tok_mask``
+    tokens; returns the detached loss, KL term and Σ entropy over those tokens."""
     masks = constraint_masks(model, seqs)
-    x = model.prepare_images(np.asarray(images)).repeat_interleave(G, dim=0)
     model.train()
     logp, entropy = token_logprobs(model, x, seqs, masks, net=net)
-    denom = max(n_tok, 1.0)
-    # DDP averages gradients over processes: scale so the result is d(global sum / global tokens)
     pg = -(adv[:, None] * logp * tok_mask).sum() * world / denom
     kl = torch.zeros((), device=logp.device)
     if ref is not None and cfg.kl > 0:
         with torch.no_grad():
             ref_logp, _ = token_logprobs(ref, x, seqs, masks)
         d = (ref_logp - logp).masked_fill(~tok_mask, 0.0)
-        kl = ((d.exp() - d - 1) * tok_mask).sum() * world / denom
+        kl = ((d.exp() - d - 1) * tok_mask).sum() * world / denom  # k3: unbiased, always ≥ 0
     loss = pg + cfg.kl * kl
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
-    logged = torch.stack([loss.detach() / world, kl.detach() / world,
-                          (entropy.detach() * tok_mask).sum() / denom]).double()
+    return loss.detach(), kl.detach(), (entropy.detach() * tok_mask).sum()
+
+
+def _grpo_step_ddp(model, ref, opt, images, cfg: RLConfig, seed, net, world: int) -> StepStats:
+    import torch.distributed as dist
+
+    seqs, rewards, adv, keep = _sample_and_score(model, images, cfg, seed)
+    G = cfg.group_size
+    tok_mask = (seqs != model.pad_id) & keep[:, None]
+    # global statistics: Σr, Σr², samples, perfect, groups kept, groups, kept tokens
+    stats = torch.tensor([float(rewards.sum()), float((rewards ** 2).sum()), float(len(rewards)),
+                          float((rewards >= _perfect_reward(cfg)).sum()) if cfg.reward.iou else 0.0,
+                          float(keep.view(-1, G)[:, 0].sum()), float(len(images)), float(tok_mask.sum())],
+                         dtype=torch.float64, device=seqs.device)
+    dist.all_reduce(stats)
+    s_r, s_r2, n, n_perfect, kept, groups, n_tok = stats.tolist()
+    mean = s_r / n
+    x = model.prepare_images(np.asarray(images)).repeat_interleave(G, dim=0)
+    denom = max(n_tok, 1.0)
+    # DDP averages gradients over processes: scaling by world / global tokens makes the result
+    # d(global sum / global tokens)
+    loss, kl, ent_sum = _policy_update(model, ref, opt, x, seqs, adv, tok_mask, cfg, denom, world, net)
+    logged = torch.stack([loss / world, kl / world, ent_sum / denom]).double()
     dist.all_reduce(logged)
     return StepStats(reward_mean=mean, reward_std=max(s_r2 / n - mean * mean, 0.0) ** 0.5, perfect=n_perfect / n,
                      groups_kept=int(kept), groups=int(groups), loss=float(logged[0]), kl=float(logged[1]),
