@@ -38,9 +38,8 @@ NAME = "domain-shift"
 # ---- glyphs ---------------------------------------------------------------------------------
 
 
-def draw_glyph(char: str, size: int = 256) -> np.ndarray:
-    """``char`` in Pillow's bitmap font, cropped to its ink, scaled up (nearest) to fill about
-    70% of the canvas and centred. (S, S) uint8, 0 = black."""
+def _glyph_ink(char: str) -> np.ndarray:
+    """``char`` in Pillow's bitmap font as a bool array cropped to its ink (True = ink)."""
     font = ImageFont.load_default_imagefont()
     small = Image.new("1", (32, 32), 1)
     ImageDraw.Draw(small).text((8, 8), char, font=font, fill=0)
@@ -48,7 +47,13 @@ def draw_glyph(char: str, size: int = 256) -> np.ndarray:
     ys, xs = np.nonzero(ink)
     if len(ys) == 0:
         raise ValueError(f"the default font draws nothing for {char!r}")
-    crop = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    return ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+
+
+def draw_glyph(char: str, size: int = 256) -> np.ndarray:
+    """``char`` in Pillow's bitmap font, cropped to its ink, scaled up (nearest) to fill about
+    70% of the canvas and centred. (S, S) uint8, 0 = black."""
+    crop = _glyph_ink(char)
     h, w = crop.shape
     scale = max(1, int(0.7 * size / max(h, w)))
     big = np.kron(crop, np.ones((scale, scale), dtype=bool))  # nearest-neighbour upscaling
@@ -190,14 +195,7 @@ POOL_GLYPHS = string.ascii_lowercase + "#$%&*+<>?@[]{}~^=/\\|!"
 def draw_glyph_at(char: str, scale_frac: float, dx: float, dy: float, size: int = 256) -> np.ndarray:
     """Like :func:`draw_glyph`, but the glyph fills ``scale_frac`` of the canvas and sits at an
     offset of (``dx``, ``dy``) × the free margin from the centre (each in [-1, 1])."""
-    font = ImageFont.load_default_imagefont()
-    small = Image.new("1", (32, 32), 1)
-    ImageDraw.Draw(small).text((8, 8), char, font=font, fill=0)
-    ink = np.asarray(small) == 0
-    ys, xs = np.nonzero(ink)
-    if len(ys) == 0:
-        raise ValueError(f"the default font draws nothing for {char!r}")
-    crop = ink[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    crop = _glyph_ink(char)
     h, w = crop.shape
     scale = max(1, int(scale_frac * size / max(h, w)))
     big = np.kron(crop, np.ones((scale, scale), dtype=bool))[:size, :size]
