@@ -311,6 +311,7 @@ def self_train(cfg: SelfTrainConfig, images: np.ndarray | Callable[[int], np.nda
     model = (model if model is not None else NativeModel.from_pretrained(cfg.model)).to(device).eval()
     batched = proposer_factory is None and cfg.strategy == "best-of-n" and cfg.time_limit is None
     proposer_factory = proposer_factory or (lambda m: NativeProposer(m, device=device))
+    fixed = not callable(images)
     images_for = images if callable(images) else (lambda _k, _a=np.asarray(images): _a)
     eval_sets = eval_sets or {}
     (out / "self_train_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
@@ -319,6 +320,7 @@ def self_train(cfg: SelfTrainConfig, images: np.ndarray | Callable[[int], np.nda
     if evals:
         echo("before: " + ", ".join(f"{n} F1 {r['f1']:.4f}" for n, r in evals.items()))
     longest = 0.0
+    after: dict[str, float] | None = None
     for k in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
         if time_budget is not None and k > 1 and (t0 - t_start) + longest > time_budget:
@@ -326,7 +328,8 @@ def self_train(cfg: SelfTrainConfig, images: np.ndarray | Callable[[int], np.nda
             break
         images = np.asarray(images_for(k))
         timings = {"targets": time.perf_counter() - t0}
-        before = greedy_report(model, images)
+        # Fixed targets: the last round's "after" is this round's "before" (same model, same images).
+        before = after if fixed and after is not None else greedy_report(model, images)
         timings["greedy_before"] = time.perf_counter() - t0 - timings["targets"]
         if batched:
             results = best_of_n_sampled(model, images, cfg.samples, chunk=cfg.search_batch * 8,
