@@ -12,6 +12,9 @@ Subcommands (each writes a JSON of what it measured):
 - ``mutate --model DIR --n N --out RUN`` — ``img2prog data evolve --mutator model --model hf``
   with the 270M as a text-only mutator (plain-text continuation: it is a base model), the
   seed protocol's validity filter; reports the share of valid children and time per child;
+- ``align --model DIR --vlm VLM --out ALIGNED`` — build the VLM (64 image tokens, 128-pixel
+  pictures) and align its new tower and projector by grid transcription with the language model
+  frozen (:mod:`img2prog.train.vision_align`), the stage before ``seed-a3 --model ALIGNED``;
 - ``vlm --model DIR --out RUN`` — build a Gemma 3 VLM around the 270M (new SigLIP tower and
   projector), fine-tune it (LoRA on the LM, tower and projector fully) on N handcrafted
   programs, evaluate before and after on the first K test programs and the qualitative set.
@@ -87,6 +90,24 @@ def cmd_vlm(args) -> dict:
     return res
 
 
+def cmd_align(args) -> dict:
+    """Build the VLM (when ``--vlm`` has none yet) and align its new tower by grid transcription."""
+    from img2prog.models.hf.pretrained import VisionSpec, build_gemma3_vlm
+    from img2prog.train.vision_align import AlignSettings, align_vision
+
+    vlm = Path(args.vlm)
+    t = time.time()
+    if not (vlm / "config.json").is_file():
+        spec = VisionSpec(image_size=args.image_size, patch_size=args.patch_size, tokens_per_image=args.tokens,
+                          hidden_size=args.vision_hidden, intermediate_size=4 * args.vision_hidden,
+                          num_layers=args.vision_layers, num_heads=args.vision_hidden // 64)
+        build_gemma3_vlm(args.model, vlm, vision=spec, dtype="bfloat16")
+    res: dict = {"build_seconds": round(time.time() - t, 1)}
+    rec = align_vision(AlignSettings(model=str(vlm), out=args.out, n=args.n, val=args.val, epochs=args.epochs, lr=args.lr,
+                                     batch_size=args.batch_size, max_seconds=args.max_seconds))
+    return res | {"rc": 0, "alignment": rec}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -108,13 +129,28 @@ def main() -> int:
     v.add_argument("--batch-size", type=int, default=4)
     v.add_argument("--generation-batch", type=int, default=10)
     v.add_argument("--out", required=True)
+    a = sub.add_parser("align", help="build the VLM around the converted LM, then align its tower (grid transcription)")
+    a.add_argument("--model", required=True, help="the converted 270M folder")
+    a.add_argument("--vlm", required=True, help="where the (unaligned) VLM is built / already is")
+    a.add_argument("--out", required=True, help="the aligned VLM")
+    a.add_argument("--n", type=int, default=20000)
+    a.add_argument("--val", type=int, default=64, help="held-out pictures transcribed after alignment")
+    a.add_argument("--epochs", type=float, default=1.0)
+    a.add_argument("--lr", type=float, default=1e-3)
+    a.add_argument("--batch-size", type=int, default=32)
+    a.add_argument("--max-seconds", type=float, default=None)
+    a.add_argument("--image-size", type=int, default=128)
+    a.add_argument("--patch-size", type=int, default=8)
+    a.add_argument("--tokens", type=int, default=64)
+    a.add_argument("--vision-hidden", type=int, default=384)
+    a.add_argument("--vision-layers", type=int, default=6)
     ap.add_argument("--json", default=None, help="where to write the measurements (default: OUT.json)")
     args = ap.parse_args()
-    res = {"convert": cmd_convert, "mutate": cmd_mutate, "vlm": cmd_vlm}[args.cmd](args)
+    res = {"convert": cmd_convert, "mutate": cmd_mutate, "vlm": cmd_vlm, "align": cmd_align}[args.cmd](args)
     path = Path(args.json or f"{args.out.rstrip('/')}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
-    print(json.dumps({k: v for k, v in res.items() if k not in ("examples", "stages")}, indent=1, default=str))
+    print(json.dumps({k: v for k, v in res.items() if k not in ("examples", "stages", "alignment")}, indent=1, default=str))
     return 0 if res.get("rc", 0) == 0 else 1
 
 
