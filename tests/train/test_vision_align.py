@@ -35,11 +35,31 @@ def test_alignment_trains_the_tower_only_and_saves_a_loadable_model(tmp_path):
     from img2prog.train.vision_align import AlignSettings, align_vision
 
     lm = build_tiny_text(tmp_path / "lm", spec=TinySpec(hidden_size=32, num_layers=2))
-    spec = P.VisionSpec(image_size=32, patch_size=8, tokens_per_image=4, hidden_size=32, intermediate_size=64,
-                        num_layers=1, num_heads=2)
+    spec = P.VisionSpec(
+        image_size=32,
+        patch_size=8,
+        tokens_per_image=4,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+    )
     vlm = P.build_gemma3_vlm(lm, tmp_path / "vlm", vision=spec)
-    rec = align_vision(AlignSettings(model=str(vlm), out=str(tmp_path / "aligned"), n=24, val=4, cells=4,
-                                     batch_size=4, epochs=2, warmup=2, log_every=1, progress=False, device="cpu"))
+    rec = align_vision(
+        AlignSettings(
+            model=str(vlm),
+            out=str(tmp_path / "aligned"),
+            n=24,
+            val=4,
+            cells=4,
+            batch_size=4,
+            epochs=2,
+            warmup=2,
+            log_every=1,
+            progress=False,
+            device="cpu",
+        )
+    )
     assert rec["steps"] == 12 and rec["stop_reason"] == "done"
     losses = [r["loss"] for r in rec["log"]]
     assert all(np.isfinite(losses))
@@ -65,9 +85,31 @@ def test_alignment_honours_its_time_budget(tmp_path):
     from img2prog.train.vision_align import AlignSettings, align_vision
 
     lm = build_tiny_text(tmp_path / "lm", spec=TinySpec(hidden_size=32, num_layers=2))
-    spec = P.VisionSpec(image_size=32, patch_size=8, tokens_per_image=4, hidden_size=32, intermediate_size=64,
-                        num_layers=1, num_heads=2)
+    spec = P.VisionSpec(
+        image_size=32,
+        patch_size=8,
+        tokens_per_image=4,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+    )
     vlm = P.build_gemma3_vlm(lm, tmp_path / "vlm", vision=spec)
-    rec = align_vision(AlignSettings(model=str(vlm), out=str(tmp_path / "a"), n=400, val=2, cells=4, batch_size=4,
-                                     max_seconds=0.0, progress=False, device="cpu"))
-    assert rec["stop_reason"] == "time budget" and rec["steps"] == 0 and rec["planned_steps"] == -(-rec["pictures"] // 4) > 50
+    rec = align_vision(
+        AlignSettings(
+            model=str(vlm),
+            out=str(tmp_path / "a"),
+            n=400,
+            val=2,
+            cells=4,
+            batch_size=4,
+            max_seconds=0.0,
+            progress=False,
+            device="cpu",
+        )
+    )
+    assert (
+        rec["stop_reason"] == "time budget"
+        and rec["steps"] == 0
+        and rec["planned_steps"] == -(-rec["pictures"] // 4) > 50
+    )

@@ -119,7 +119,9 @@ def _trainable(model) -> list:
     return params
 
 
-def evaluate(model, processor, images: np.ndarray, cells: int, batch_size: int = 16, max_new_tokens: int | None = None) -> dict:
+def evaluate(
+    model, processor, images: np.ndarray, cells: int, batch_size: int = 16, max_new_tokens: int | None = None
+) -> dict:
     """Greedy transcriptions of ``images``: share of cells right, of lines right, of whole grids right."""
     import torch
 
@@ -129,13 +131,13 @@ def evaluate(model, processor, images: np.ndarray, cells: int, batch_size: int =
     examples = []
     model.eval()
     for lo in range(0, len(images), batch_size):
-        chunk = images[lo: lo + batch_size]
+        chunk = images[lo : lo + batch_size]
         enc = {k: v.to(model.device) for k, v in _batch(processor, chunk, None).items()}
         if "pixel_values" in enc:
             enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new, do_sample=False)
-        replies = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        replies = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for image, reply in zip(chunk, replies):
             want = grid_caption(image, cells).split("\n")
             got = [line.strip() for line in reply.strip().split("\n")][:cells]
@@ -149,8 +151,13 @@ def evaluate(model, processor, images: np.ndarray, cells: int, batch_size: int =
             if len(examples) < 3:
                 examples.append({"target": "\n".join(want), "reply": reply.strip()[: 2 * cells * cells]})
     n = max(len(images), 1)
-    return {"images": len(images), "cell_accuracy": cell_ok / max(cell_n, 1), "row_accuracy": rows_ok / max(rows_n, 1),
-            "grid_exact": exact / n, "examples": examples}
+    return {
+        "images": len(images),
+        "cell_accuracy": cell_ok / max(cell_n, 1),
+        "row_accuracy": rows_ok / max(rows_n, 1),
+        "grid_exact": exact / n,
+        "examples": examples,
+    }
 
 
 def align_vision(settings: AlignSettings) -> dict:
@@ -163,8 +170,11 @@ def align_vision(settings: AlignSettings) -> dict:
     from img2prog.models.hf.pretrained import MODEL_META, read_model_meta
 
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32,
-             "bfloat16": torch.bfloat16, "float32": torch.float32}[settings.dtype]
+    dtype = {
+        "auto": torch.bfloat16 if device.type == "cuda" else torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float32": torch.float32,
+    }[settings.dtype]
     processor = AutoProcessor.from_pretrained(settings.model)
     model = AutoModelForImageTextToText.from_pretrained(settings.model, dtype=dtype).to(device)
     params = _trainable(model)
@@ -200,7 +210,7 @@ def align_vision(settings: AlignSettings) -> dict:
         if settings.max_seconds is not None and time.time() - t_train > settings.max_seconds:
             stop = "time budget"
             break
-        idx = order[step * settings.batch_size: (step + 1) * settings.batch_size]
+        idx = order[step * settings.batch_size : (step + 1) * settings.batch_size]
         enc = {k: v.to(device) for k, v in _batch(processor, train[idx], [captions[i] for i in idx]).items()}
         enc["pixel_values"] = enc["pixel_values"].to(dtype)
         for g in opt.param_groups:
@@ -217,8 +227,14 @@ def align_vision(settings: AlignSettings) -> dict:
         if bar is not None:
             bar.update(1)
         if step % settings.log_every == 0 or step == steps:
-            log.append({"step": step, "loss": round(loss.item(), 4), "lr": lr_at(step - 1),
-                        "seconds": round(time.time() - t_train, 1)})
+            log.append(
+                {
+                    "step": step,
+                    "loss": round(loss.item(), 4),
+                    "lr": lr_at(step - 1),
+                    "seconds": round(time.time() - t_train, 1),
+                }
+            )
             if bar is not None:
                 bar.set_postfix(loss=log[-1]["loss"])
     if bar is not None:
@@ -233,9 +249,20 @@ def align_vision(settings: AlignSettings) -> dict:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     meta = {k: v for k, v in read_model_meta(settings.model).items() if k != "fresh_modules"}
-    record = {"settings": asdict(settings), "task": ALIGN_PROMPT, "note": FROZEN_NOTE, "steps": step, "planned_steps": steps,
-              "stop_reason": stop, "pictures": len(train), "data_seconds": round(data_s, 1),
-              "train_seconds": round(train_s, 1), "log": log, "before": before, "after": after}
+    record = {
+        "settings": asdict(settings),
+        "task": ALIGN_PROMPT,
+        "note": FROZEN_NOTE,
+        "steps": step,
+        "planned_steps": steps,
+        "stop_reason": stop,
+        "pictures": len(train),
+        "data_seconds": round(data_s, 1),
+        "train_seconds": round(train_s, 1),
+        "log": log,
+        "before": before,
+        "after": after,
+    }
     meta["vision_alignment"] = record
     meta["aligned_from"] = str(settings.model)
     (out / MODEL_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
