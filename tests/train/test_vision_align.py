@@ -25,26 +25,29 @@ def test_grid_caption_marks_cells_that_are_mostly_ink():
         grid_caption(np.zeros((30, 30), np.uint8), cells=8)
 
 
-def test_alignment_trains_the_tower_only_and_saves_a_loadable_model(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    """A tiny Gemma 3 VLM with a new tower around a tiny Gemma 3 text model (stands in for the 270M)."""
     pytest.importorskip("transformers", reason="needs the 'hf' extra")
+    from img2prog.models.hf import pretrained as P
+    from img2prog.models.hf.tiny import TinySpec, build_tiny_text
+
+    root = tmp_path_factory.mktemp("tiny_vlm")
+    lm = build_tiny_text(root / "lm", spec=TinySpec(hidden_size=32, num_layers=2))
+    spec = P.VisionSpec(
+        image_size=32, patch_size=8, tokens_per_image=4, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2
+    )
+    return P.build_gemma3_vlm(lm, root / "vlm", vision=spec)
+
+
+def test_alignment_trains_the_tower_only_and_saves_a_loadable_model(tiny_vlm, tmp_path):
     import torch
 
     from img2prog.models.hf import pretrained as P
     from img2prog.models.hf.backend import load
-    from img2prog.models.hf.tiny import TinySpec, build_tiny_text
     from img2prog.train.vision_align import AlignSettings, align_vision
 
-    lm = build_tiny_text(tmp_path / "lm", spec=TinySpec(hidden_size=32, num_layers=2))
-    spec = P.VisionSpec(
-        image_size=32,
-        patch_size=8,
-        tokens_per_image=4,
-        hidden_size=32,
-        intermediate_size=64,
-        num_layers=1,
-        num_heads=2,
-    )
-    vlm = P.build_gemma3_vlm(lm, tmp_path / "vlm", vision=spec)
+    vlm = tiny_vlm
     rec = align_vision(
         AlignSettings(
             model=str(vlm),
@@ -78,26 +81,12 @@ def test_alignment_trains_the_tower_only_and_saves_a_loadable_model(tmp_path):
     assert meta["aligned_from"] == str(vlm)
 
 
-def test_alignment_honours_its_time_budget(tmp_path):
-    pytest.importorskip("transformers", reason="needs the 'hf' extra")
-    from img2prog.models.hf import pretrained as P
-    from img2prog.models.hf.tiny import TinySpec, build_tiny_text
+def test_alignment_honours_its_time_budget(tiny_vlm, tmp_path):
     from img2prog.train.vision_align import AlignSettings, align_vision
 
-    lm = build_tiny_text(tmp_path / "lm", spec=TinySpec(hidden_size=32, num_layers=2))
-    spec = P.VisionSpec(
-        image_size=32,
-        patch_size=8,
-        tokens_per_image=4,
-        hidden_size=32,
-        intermediate_size=64,
-        num_layers=1,
-        num_heads=2,
-    )
-    vlm = P.build_gemma3_vlm(lm, tmp_path / "vlm", vision=spec)
     rec = align_vision(
         AlignSettings(
-            model=str(vlm),
+            model=str(tiny_vlm),
             out=str(tmp_path / "a"),
             n=400,
             val=2,

@@ -89,6 +89,8 @@ def _pictures(settings: AlignSettings, count: int, seed: int) -> np.ndarray:
 
 def _batch(processor, images: np.ndarray, captions: list[str] | None):
     """Tokenized chats; ``labels`` supervise the reply (and its end of turn) only."""
+    import torch
+
     from img2prog.models.hf.backend import apply_chat_template, as_pil
     from img2prog.models.hf.prompting import assistant_message, user_message
 
@@ -102,7 +104,7 @@ def _batch(processor, images: np.ndarray, captions: list[str] | None):
         return apply_chat_template(processor, convs, add_generation_prompt=True, padding_side="left")
     enc = apply_chat_template(processor, convs, padding_side="right", assistant_mask=True)
     mask = enc.pop("assistant_masks")
-    mask = mask if hasattr(mask, "bool") else __import__("torch").tensor(mask)
+    mask = torch.as_tensor(mask)
     enc["labels"] = enc["input_ids"].masked_fill(~mask.bool(), -100)
     return enc
 
