@@ -4,6 +4,7 @@ RenderError exactly where the reference's geometry engine fails."""
 
 from __future__ import annotations
 
+import pickle
 import random
 from concurrent.futures import ThreadPoolExecutor
 
@@ -349,7 +350,29 @@ def test_batch_errors_keep_offsets_across_processes():
             assert np.array_equal(out[i], render_gray("(Circle 3 8 8)", 32))
 
 
+def test_batch_forked_writes_one_shared_array(monkeypatch):
+    """The fork path: workers fill the returned array in place; it must be an ordinary,
+    writable, picklable array equal to the in-process result, errors at their offsets."""
+    if rendering._fork_context() is None:
+        pytest.skip("no fork start method on this platform")
+    rng = random.Random(11)
+    programs = [random_program(rng) for _ in range(120)] + ["(Quad 1 2 3 4 400)"]
+    expected, expected_errors = render_batch(programs, 48, workers=1)
+    calls = []
+    real = rendering._batch_forked
+    monkeypatch.setattr(rendering, "_batch_forked", lambda *a: calls.append(1) or real(*a))
+    out, errors = render_batch(programs, 48, workers=2, chunk_size=16)
+    assert calls, "the fork path was not taken"
+    assert np.array_equal(out, expected) and out.shape == (121, 48, 48)
+    assert [type(e) for e in errors] == [type(e) for e in expected_errors] and errors[-1].offset == 14
+    assert rendering._FORKED_OUT is None  # the module does not keep the last batch alive
+    out[0] = 7  # writable, and a pickle round trip is a plain copy
+    assert np.array_equal(pickle.loads(pickle.dumps(out))[0], out[0])
+
+
 def test_batch_in_waves_when_shared_memory_is_small(monkeypatch):
+    # The portable path (no fork: Windows, or a start method of spawn) uses named shared memory.
+    monkeypatch.setattr(rendering, "_USE_FORK", False)
     rng = random.Random(5)
     programs = [random_program(rng) for _ in range(150)] + ["(Circle 3 8)"]
     expected, expected_errors = render_batch_rgb(programs, 64, workers=1)

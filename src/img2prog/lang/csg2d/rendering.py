@@ -23,7 +23,9 @@ Two paths:
      RGB is the greyscale image copied into three channels, which is what SPEC's final
      conversion does;
   5. :func:`render_batch` spreads large jobs over processes, which write their images into
-     shared memory (no pickled pixels).
+     shared memory (no pickled pixels). Where ``fork`` exists, the output array itself is an
+     anonymous shared mapping made before the workers are forked: they write the final array
+     in place, and nothing is copied or sent back but the errors.
 
   What remains is GEOS's overlay itself (about 0.05 ms per union/difference of two ~65-vertex
   rings that overlap), about half the time of a nested program, and the same calls the
@@ -45,6 +47,8 @@ fill routine guarantees parity.
 
 from __future__ import annotations
 
+import mmap
+import multiprocessing
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -677,25 +681,73 @@ def _shared_memory_budget() -> int:
     return min(st.f_bavail * st.f_frsize // 4, 512 << 20)
 
 
+# The output array of the batch being rendered by forked workers (see _batch_forked). Set in
+# the parent just before the pool forks, so every worker inherits the same shared mapping.
+_FORKED_OUT: np.ndarray | None = None
+
+
+def _render_forked(job: tuple) -> tuple[int, list]:
+    """Worker (forked): render one chunk straight into the inherited shared output array."""
+    start, programs, size, rgb = job
+    return start, _render_into(_FORKED_OUT, start, programs, size, rgb)
+
+
+def _fork_context():
+    """The ``fork`` start method where the platform has it (Linux, macOS), else ``None``."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    return multiprocessing.get_context("fork")
+
+
+def _batch_forked(programs: list, size: int, workers: int, chunk_size: int, rgb: bool, ctx):
+    """Render into an anonymous shared mapping that forked workers fill in place.
+
+    Nothing is copied afterwards: the returned array *is* the mapping (numpy keeps it alive),
+    and only the errors travel back. The pool is made per call, after the mapping, because a
+    worker only sees mappings that existed when it was forked. Workers run shapely and Pillow
+    only, never torch, so forking a parent that has torch threads is safe here.
+    """
+    global _FORKED_OUT
+    n = len(programs)
+    shape = (n, size, size, 3) if rgb else (n, size, size)
+    buf = mmap.mmap(-1, max(1, int(np.prod(shape))))  # anonymous and MAP_SHARED
+    out = np.frombuffer(buf, dtype=np.uint8, count=int(np.prod(shape))).reshape(shape)
+    errors: list = [None] * n
+    _FORKED_OUT = out
+    try:
+        jobs = [(lo, programs[lo : lo + chunk_size], size, rgb) for lo in range(0, n, chunk_size)]
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+            for lo, errs in pool.map(_render_forked, jobs):
+                errors[lo : lo + len(errs)] = errs
+    finally:
+        _FORKED_OUT = None
+    return out, errors
+
+
 def _batch(programs, size: int, workers: int | None, chunk_size: int | None, rgb: bool):
     _check_size(size)
     programs = list(programs)
     n = len(programs)
     image_shape = (size, size, 3) if rgb else (size, size)
     image_bytes = int(np.prod(image_shape))
-    out = np.empty((n, *image_shape), dtype=np.uint8)
     if workers is None:
         # A pool costs tens of milliseconds to start; below ~1,000 programs it does not pay.
         workers = min(os.cpu_count() or 1, 8) if n >= 1024 else 1
     if chunk_size is None:
         # A few chunks per worker balance the load; larger chunks amortise the messages.
         chunk_size = max(16, min(256, -(-n // (4 * max(workers, 1)))))
-    # Workers write pixels into shared memory: images never travel through pickles (an RGB
-    # image at 256 px is 192 KiB), only programs and errors do. The batch goes in waves that
-    # fit the shared-memory budget.
+    if workers <= 1 or n <= chunk_size:
+        return _in_process(programs, size, rgb, image_shape)
+    ctx = _fork_context() if _USE_FORK else None
+    if ctx is not None:
+        return _batch_forked(programs, size, workers, chunk_size, rgb, ctx)
+    # Without fork: workers write pixels into named shared memory: images never travel through
+    # pickles (an RGB image at 256 px is 192 KiB), only programs and errors do. The batch goes
+    # in waves that fit the shared-memory budget, and each wave is copied into the result.
     wave = _shared_memory_budget() // image_bytes // chunk_size * chunk_size
-    if workers <= 1 or n <= chunk_size or wave < chunk_size * min(workers, 2):
-        return out, _render_into(out, 0, programs, size, rgb)
+    if wave < chunk_size * min(workers, 2):
+        return _in_process(programs, size, rgb, image_shape)
+    out = np.empty((n, *image_shape), dtype=np.uint8)
     errors: list = [None] * n
     with ProcessPoolExecutor(max_workers=min(workers, -(-n // chunk_size))) as pool:
         for first in range(0, n, wave):
@@ -714,6 +766,15 @@ def _batch(programs, size: int, workers: int | None, chunk_size: int | None, rgb
                 _close(shm)
                 shm.unlink()
     return out, errors
+
+
+def _in_process(programs: list, size: int, rgb: bool, image_shape: tuple):
+    out = np.empty((len(programs), *image_shape), dtype=np.uint8)
+    return out, _render_into(out, 0, programs, size, rgb)
+
+
+# Whether batches may use the fork path (tests switch it off to exercise the portable one).
+_USE_FORK = True
 
 
 def render_batch(
