@@ -131,6 +131,23 @@ class Attention(nn.Module):
         B, H, T, hd = y.shape
         return self.out(y.transpose(1, 2).reshape(B, T, H * hd))
 
+    def attend_grouped(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int) -> torch.Tensor:
+        """Decoding-time cross-attention where ``group`` consecutive rows of ``x`` (samples or
+        beams of one image) share one row of ``k``/``v`` (B, H, N, hd).
+
+        The rows' single queries become ``group`` query positions of one attention call, so the
+        image's keys and values are read once per image rather than once per sample (on a CPU
+        that memory traffic, not arithmetic, is what a sampling step costs).
+        """
+        if group == 1:
+            return self.attend(x, k, v)
+        R, T, d = x.shape  # T == 1 while decoding
+        q = self.heads(self.q(x))  # (R, H, 1, hd)
+        H, hd = q.shape[1], q.shape[3]
+        q = q.view(R // group, group, H, hd).transpose(1, 2)  # (B, H, group, hd)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, H, group, hd)
+        return self.out(y.transpose(1, 2).reshape(R, 1, H * hd))
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, causal: bool = False):
         k, v = self.project_kv(x if context is None else context)
         return self.attend(x, k, v, causal=causal)
@@ -173,7 +190,7 @@ class DecoderBlock(nn.Module):
         cache.k[:, :, pos : pos + 1] = k
         cache.v[:, :, pos : pos + 1] = v
         x = x + self.self_attn.attend(h, cache.k[:, :, : pos + 1], cache.v[:, :, : pos + 1])
-        x = x + self.cross_attn.attend(self.ln2(x), cache.mk, cache.mv)
+        x = x + self.cross_attn.attend_grouped(self.ln2(x), cache.mk, cache.mv, cache.group)
         return x + self.mlp(self.ln3(x))
 
 
@@ -181,11 +198,14 @@ class DecoderBlock(nn.Module):
 class LayerCache:
     k: torch.Tensor  # (B, H, max_len, hd) self-attention keys, filled up to the current position
     v: torch.Tensor
-    mk: torch.Tensor  # (B, H, N, hd) cross-attention keys/values of the image memory
-    mv: torch.Tensor
+    mk: torch.Tensor  # (B / group, H, N, hd) cross-attention keys/values of the image memory,
+    mv: torch.Tensor  # one row per image, shared by that image's ``group`` consecutive rows
+    group: int = 1
 
     def reorder(self, index: torch.Tensor) -> LayerCache:
-        return LayerCache(*(t.index_select(0, index) for t in (self.k, self.v, self.mk, self.mv)))
+        """Gather rows of the self-attention cache. The image rows stay: ``index`` must keep
+        every row within its own image's group (beam search only reorders beams of one image)."""
+        return LayerCache(self.k.index_select(0, index), self.v.index_select(0, index), self.mk, self.mv, self.group)
 
 
 # ---- the model ------------------------------------------------------------------------------
@@ -287,15 +307,16 @@ class NativeModel(nn.Module):
         return logits, loss
 
     # --- decoding -------------------------------------------------------------------------
-    def _start_cache(self, memory: torch.Tensor) -> list[LayerCache]:
-        B = memory.shape[0]
+    def _start_cache(self, memory: torch.Tensor, group: int = 1) -> list[LayerCache]:
+        """Caches for ``group`` decoding rows per image of ``memory`` (B images → B·group rows)."""
+        B = memory.shape[0] * group
         c = self.config
         hd = c.d_model // c.n_heads
         caches = []
         for blk in self.decoder:
-            mk, mv = blk.cross_attn.project_kv(memory)
+            mk, mv = blk.cross_attn.project_kv(memory)  # once per image, not per row
             z = memory.new_zeros(B, c.n_heads, c.max_len, hd)
-            caches.append(LayerCache(z, z.clone(), mk, mv))
+            caches.append(LayerCache(z, z.clone(), mk, mv, group))
         return caches
 
     def _step(self, tok: torch.Tensor, pos: int, caches: list[LayerCache]) -> torch.Tensor:
@@ -337,22 +358,20 @@ class NativeModel(nn.Module):
             k = max(num_beams or num_return_sequences, num_return_sequences)
             return self._beam(memory, k, num_return_sequences, max_len)
         n = num_return_sequences if method == "sample" else 1
-        if n > 1:
-            memory = memory.repeat_interleave(n, dim=0)
         seqs, logps = self._decode(memory, max_len, sample=(method == "sample"), temperature=temperature,
-                                   top_p=top_p, seed=seed)
+                                   top_p=top_p, seed=seed, group=n)
         texts = [self.language.decode(s) for s in seqs.tolist()]
         out, lp = [], logps.tolist()
         for i in range(0, len(texts), n):
             out.append(list(zip(texts[i : i + n], lp[i : i + n])))
         return out
 
-    def _decode(self, memory, max_len, sample, temperature, top_p, seed):
-        B = memory.shape[0]
+    def _decode(self, memory, max_len, sample, temperature, top_p, seed, group: int = 1):
+        B = memory.shape[0] * group  # ``group`` rows (samples) per image, image by image
         dev = memory.device
         cons = batched_constraint(self.language, B, dev)
         state = cons.start(B, max_len - 1, dev)
-        caches = self._start_cache(memory)
+        caches = self._start_cache(memory, group)
         gen = None
         if sample:
             gen = torch.Generator(device=dev)
@@ -384,10 +403,9 @@ class NativeModel(nn.Module):
     def _beam(self, memory, k: int, n_return: int, max_len: int) -> list[list[tuple[str, float]]]:
         B, dev = memory.shape[0], memory.device
         V = self.config.vocab_size
-        memory = memory.repeat_interleave(k, dim=0)
         cons = batched_constraint(self.language, B * k, dev)
         state = cons.start(B * k, max_len - 1, dev)
-        caches = self._start_cache(memory)
+        caches = self._start_cache(memory, k)  # beams only ever move within their image's group
         tok = torch.full((B * k,), self.bos_id, dtype=torch.long, device=dev)
         seqs = torch.full((B * k, max_len - 1), self.pad_id, dtype=torch.long, device=dev)
         # Only the first beam of each image is alive at the start (the others are copies).
