@@ -158,3 +158,24 @@ def test_shipped_model_reconstructs_easy_shapes():
         # The RL-refined weights may pad an answer with operands that draw nothing (a pixel
         # reward does not see them); what users get after simplification is the plain program.
         assert simplify(text) == program, text
+
+
+def test_grouped_cross_attention_equals_repeated_memory(tiny, images):
+    """Sampling n rows per image with the image's keys shared (group=n) must decode exactly what
+    the plain path decodes when the memory is repeated n times (group=1), draw for draw."""
+    n = 5
+    with torch.inference_mode():
+        memory = tiny.encode(tiny.prepare_images(images[:2]))
+        for sample in (True, False):
+            a, la = tiny._decode(memory.repeat_interleave(n, dim=0), 40, sample=sample, temperature=1.3,
+                                 top_p=0.95, seed=7)
+            b, lb = tiny._decode(memory, 40, sample=sample, temperature=1.3, top_p=0.95, seed=7, group=n)
+            assert torch.equal(a, b)
+            assert torch.allclose(la, lb, atol=1e-4)
+        # One attention call, rows of one image sharing keys: equal to attending row by row.
+        attn = tiny.decoder[0].cross_attn
+        k, v = attn.project_kv(memory)
+        x = torch.randn(2 * n, 1, tiny.config.d_model)
+        grouped = attn.attend_grouped(x, k, v, n)
+        plain = attn.attend(x, k.repeat_interleave(n, dim=0), v.repeat_interleave(n, dim=0))
+        assert torch.allclose(grouped, plain, atol=1e-5)
