@@ -70,7 +70,7 @@ else
     seed_a3 --only targets --only baseline | tee -a "$W/seed-a3.log" || exit 1
     pids=()
     seed_a3 --only zero-shot > "$W/par-zero-shot.log" & pids+=($!)
-    for v in evolved handcrafted fitness hybrid hybrid-fitness; do
+    for v in $(python3 -c "from img2prog.experiments.seed_a3 import VARIANTS; print(*VARIANTS)"); do
       seed_a3 --variant "$v" --only "data-$v" --only "sft-$v" --only "eval-$v" > "$W/par-$v.log" & pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p" || echo "a parallel stage failed (pid $p)"; done

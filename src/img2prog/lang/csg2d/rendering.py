@@ -681,6 +681,8 @@ def _shared_memory_budget() -> int:
     return min(st.f_bavail * st.f_frsize // 4, 512 << 20)
 
 
+# Whether batches may use the fork path (tests switch it off to exercise the portable one).
+_USE_FORK = True
 # The output array of the batch being rendered by forked workers (see _batch_forked). Set in
 # the parent just before the pool forks, so every worker inherits the same shared mapping.
 _FORKED_OUT: np.ndarray | None = None
@@ -699,7 +701,7 @@ def _fork_context():
     return multiprocessing.get_context("fork")
 
 
-def _batch_forked(programs: list, size: int, workers: int, chunk_size: int, rgb: bool, ctx):
+def _batch_forked(programs: list, size: int, workers: int, chunk_size: int, rgb: bool, image_shape: tuple, ctx):
     """Render into an anonymous shared mapping that forked workers fill in place.
 
     Nothing is copied afterwards: the returned array *is* the mapping (numpy keeps it alive),
@@ -709,9 +711,9 @@ def _batch_forked(programs: list, size: int, workers: int, chunk_size: int, rgb:
     """
     global _FORKED_OUT
     n = len(programs)
-    shape = (n, size, size, 3) if rgb else (n, size, size)
-    buf = mmap.mmap(-1, max(1, int(np.prod(shape))))  # anonymous and MAP_SHARED
-    out = np.frombuffer(buf, dtype=np.uint8, count=int(np.prod(shape))).reshape(shape)
+    nbytes = n * int(np.prod(image_shape))
+    buf = mmap.mmap(-1, max(1, nbytes))  # anonymous and MAP_SHARED
+    out = np.frombuffer(buf, dtype=np.uint8, count=nbytes).reshape(n, *image_shape)
     errors: list = [None] * n
     _FORKED_OUT = out
     try:
@@ -722,6 +724,11 @@ def _batch_forked(programs: list, size: int, workers: int, chunk_size: int, rgb:
     finally:
         _FORKED_OUT = None
     return out, errors
+
+
+def _in_process(programs: list, size: int, rgb: bool, image_shape: tuple):
+    out = np.empty((len(programs), *image_shape), dtype=np.uint8)
+    return out, _render_into(out, 0, programs, size, rgb)
 
 
 def _batch(programs, size: int, workers: int | None, chunk_size: int | None, rgb: bool):
@@ -740,7 +747,7 @@ def _batch(programs, size: int, workers: int | None, chunk_size: int | None, rgb
         return _in_process(programs, size, rgb, image_shape)
     ctx = _fork_context() if _USE_FORK else None
     if ctx is not None:
-        return _batch_forked(programs, size, workers, chunk_size, rgb, ctx)
+        return _batch_forked(programs, size, workers, chunk_size, rgb, image_shape, ctx)
     # Without fork: workers write pixels into named shared memory: images never travel through
     # pickles (an RGB image at 256 px is 192 KiB), only programs and errors do. The batch goes
     # in waves that fit the shared-memory budget, and each wave is copied into the result.
@@ -766,15 +773,6 @@ def _batch(programs, size: int, workers: int | None, chunk_size: int | None, rgb
                 _close(shm)
                 shm.unlink()
     return out, errors
-
-
-def _in_process(programs: list, size: int, rgb: bool, image_shape: tuple):
-    out = np.empty((len(programs), *image_shape), dtype=np.uint8)
-    return out, _render_into(out, 0, programs, size, rgb)
-
-
-# Whether batches may use the fork path (tests switch it off to exercise the portable one).
-_USE_FORK = True
 
 
 def render_batch(
