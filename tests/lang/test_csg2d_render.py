@@ -4,6 +4,7 @@ RenderError exactly where the reference's geometry engine fails."""
 
 from __future__ import annotations
 
+import gc
 import pickle
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -366,6 +367,7 @@ def test_batch_forked_writes_one_shared_array(monkeypatch):
     assert np.array_equal(out, expected) and out.shape == (121, 48, 48)
     assert [type(e) for e in errors] == [type(e) for e in expected_errors] and errors[-1].offset == 14
     assert rendering._FORKED_OUT is None  # the module does not keep the last batch alive
+    assert gc.get_freeze_count() == 0  # the parent's objects are back under the collector
     out[0] = 7  # writable, and a pickle round trip is a plain copy
     assert np.array_equal(pickle.loads(pickle.dumps(out))[0], out[0])
 

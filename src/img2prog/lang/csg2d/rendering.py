@@ -47,6 +47,7 @@ fill routine guarantees parity.
 
 from __future__ import annotations
 
+import gc
 import mmap
 import multiprocessing
 import os
@@ -716,6 +717,12 @@ def _batch_forked(programs: list, size: int, workers: int, chunk_size: int, rgb:
     out = np.frombuffer(buf, dtype=np.uint8, count=nbytes).reshape(n, *image_shape)
     errors: list = [None] * n
     _FORKED_OUT = out
+    # Move everything the parent holds out of the collector's reach before forking: a
+    # worker's cyclic GC would otherwise walk every inherited object, and writing their
+    # headers copies each page of the parent's heap into the worker (copy-on-write).
+    freeze = gc.get_freeze_count() == 0  # a caller who froze objects manages that themselves
+    if freeze:
+        gc.freeze()
     try:
         jobs = [(lo, programs[lo : lo + chunk_size], size, rgb) for lo in range(0, n, chunk_size)]
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
@@ -723,6 +730,8 @@ def _batch_forked(programs: list, size: int, workers: int, chunk_size: int, rgb:
                 errors[lo : lo + len(errs)] = errs
     finally:
         _FORKED_OUT = None
+        if freeze:
+            gc.unfreeze()
     return out, errors
 
 
