@@ -146,6 +146,32 @@ def test_proposer_contract(tiny, images):
     assert all(c.logprob is not None for r in b for c in r)
 
 
+def test_proposer_reuses_image_encodings(tiny, images, monkeypatch):
+    """The proposer encodes each distinct picture once, and what it decodes from the cached
+    encoding is what the model decodes from the picture."""
+    prop = NativeProposer(tiny, device="cpu", batch_size=4)
+    calls = []
+    real = tiny.encode
+    monkeypatch.setattr(tiny, "encode", lambda x: calls.append(len(x)) or real(x))
+    greedy = prop.propose(images, method="greedy")
+    samples = prop.propose(images[1:], 3, method="sample", seed=2)
+    assert calls == [3]  # the samples' pictures were all encoded for the greedy call
+    monkeypatch.setattr(tiny, "encode", real)
+    assert [[(c.program, pytest.approx(c.logprob, abs=1e-4)) for c in r] for r in greedy] == tiny.generate(images)
+    # batch_size 4 over 3 samples: one picture per decode, seeded seed + its index
+    expected = [tiny.generate(images[1 + i : 2 + i], method="sample", num_return_sequences=3, seed=2 + i)[0]
+                for i in range(2)]
+    assert [[(c.program, pytest.approx(c.logprob, abs=1e-4)) for c in r] for r in samples] == expected
+    other = images[:1].copy()
+    other[0, :8, :8] = 0  # a different picture is a cache miss, not a stale hit
+    monkeypatch.setattr(tiny, "encode", lambda x: calls.append(len(x)) or real(x))
+    prop.propose(np.concatenate([images[:1], other]), method="greedy")
+    assert calls == [3, 1]
+    prop.memory_cache_size = 2
+    prop.propose(images, method="greedy")
+    assert len(prop._memory) == 2  # bounded
+
+
 def test_shipped_model_reconstructs_easy_shapes():
     model = NativeModel.from_pretrained()  # the default: img2prog/weights/native-csg2d
     targets = ["(Circle 5 8 8)", "(Quad 8 8 6 4 45)", "(- (Circle 6 8 8) (Circle 3 8 8))"]

@@ -336,6 +336,7 @@ class NativeModel(nn.Module):
         num_beams: int | None = None,
         max_len: int | None = None,
         seed: int | None = None,
+        memory: torch.Tensor | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Programs for a batch of images: per image a list of ``(program_text, logprob)``.
 
@@ -343,7 +344,9 @@ class NativeModel(nn.Module):
         under the *constrained* distribution at temperature 1 (the model's own likelihood of the
         program, whatever temperature was used to draw it). Greedy returns one program per
         image; sampling ``num_return_sequences``; beam search the best ``num_return_sequences``
-        distinct beams of ``num_beams`` (default: as many as returned).
+        distinct beams of ``num_beams`` (default: as many as returned). ``memory`` is the
+        images' encoding (:meth:`encode` of :meth:`prepare_images`) when the caller has it
+        already; ``images`` is then not looked at.
         """
         if method not in ("greedy", "sample", "beam"):
             raise ValueError(f"unknown decoding method {method!r}; use greedy, sample or beam")
@@ -352,8 +355,8 @@ class NativeModel(nn.Module):
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         max_len = min(max_len or self.config.max_len, self.config.max_len)
-        x = self.prepare_images(images)
-        memory = self.encode(x)
+        if memory is None:
+            memory = self.encode(self.prepare_images(images))
         if method == "beam":
             k = max(num_beams or num_return_sequences, num_return_sequences)
             return self._beam(memory, k, num_return_sequences, max_len)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,28 @@ class NativeProposer:
         self.model = model.to(device).eval()
         self.batch_size = batch_size
         self.max_len = max_len
+        # Image encodings by image content: a search asks for the same picture again and again
+        # (greedy, then rounds of samples), and encoding is a fifth of a small decode's cost.
+        self._memory: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.memory_cache_size = 64  # images (256 KiB each for the base model)
+
+    def encode(self, images: np.ndarray) -> torch.Tensor:
+        """The model's encoding of ``images`` (B, N, d), from the cache where it has them."""
+        keys = [(im.shape, im.dtype.str, hashlib.blake2b(np.ascontiguousarray(im).tobytes(), digest_size=16).digest())
+                for im in images]
+        missing = [i for i, k in enumerate(keys) if k not in self._memory]
+        if missing:
+            with torch.inference_mode():
+                fresh = self.model.encode(self.model.prepare_images(images[missing]))
+            for i, m in zip(missing, fresh):
+                self._memory[keys[i]] = m
+        rows = []
+        for k in keys:
+            rows.append(self._memory[k])
+            self._memory.move_to_end(k)
+        while len(self._memory) > self.memory_cache_size:
+            self._memory.popitem(last=False)
+        return torch.stack(rows)
 
     def propose(self, images: np.ndarray, n: int = 1, *, method: ProposalMethod = "sample",
                 temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> list[list[Candidate]]:
@@ -44,7 +68,7 @@ class NativeProposer:
             rows = self.model.generate(
                 chunk, method=method, num_return_sequences=1 if method == "greedy" else n,
                 temperature=temperature, top_p=top_p, max_len=self.max_len,
-                seed=None if seed is None else seed + i,
+                seed=None if seed is None else seed + i, memory=self.encode(chunk),
             )
             out += [[Candidate(text, lp) for text, lp in row] for row in rows]
         return out
