@@ -1,6 +1,7 @@
 """The native model: persistence, decoding modes, the proposer, and the shipped weights."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -146,6 +147,20 @@ def test_proposer_contract(tiny, images):
     assert all(c.logprob is not None for r in b for c in r)
 
 
+def test_generate_stops_at_a_deadline(tiny, images):
+    """A deadline that has passed leaves out every unfinished program; a distant one changes
+    nothing. Beam search ignores it (only greedy and sampling decode row by row)."""
+    past = time.perf_counter() - 1.0
+    assert tiny.generate(images, method="sample", num_return_sequences=3, seed=1, deadline=past) == [[], [], []]
+    assert tiny.generate(images, deadline=past) == [[], [], []]
+    future = time.perf_counter() + 3600.0
+    assert tiny.generate(images, method="sample", num_return_sequences=3, seed=1, deadline=future) == \
+        tiny.generate(images, method="sample", num_return_sequences=3, seed=1)
+    prop = NativeProposer(tiny, device="cpu")
+    assert prop.propose(images, 2, method="sample", seed=1, deadline=past) == [[], [], []]
+    assert [len(r) for r in prop.propose(images, 2, method="beam", deadline=past)] == [2, 2, 2]
+
+
 def test_proposer_reuses_image_encodings(tiny, images, monkeypatch):
     """The proposer encodes each distinct picture once, and what it decodes from the cached
     encoding is what the model decodes from the picture."""
@@ -193,9 +208,9 @@ def test_grouped_cross_attention_equals_repeated_memory(tiny, images):
     with torch.inference_mode():
         memory = tiny.encode(tiny.prepare_images(images[:2]))
         for sample in (True, False):
-            a, la = tiny._decode(memory.repeat_interleave(n, dim=0), 40, sample=sample, temperature=1.3,
-                                 top_p=0.95, seed=7)
-            b, lb = tiny._decode(memory, 40, sample=sample, temperature=1.3, top_p=0.95, seed=7, group=n)
+            a, la, _ = tiny._decode(memory.repeat_interleave(n, dim=0), 40, sample=sample, temperature=1.3,
+                                    top_p=0.95, seed=7)
+            b, lb, _ = tiny._decode(memory, 40, sample=sample, temperature=1.3, top_p=0.95, seed=7, group=n)
             assert torch.equal(a, b)
             assert torch.allclose(la, lb, atol=1e-4)
         # One attention call, rows of one image sharing keys: equal to attending row by row.

@@ -144,6 +144,34 @@ def test_time_limit_is_honoured(fixture, strategy):
     assert prop.calls >= 2
 
 
+class DeadlineProposer(PerturbingProposer):
+    """Takes ``deadline=`` (as the native model does) and records what it was given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deadlines = []
+
+    def propose(self, images, n=1, *, deadline=None, **kwargs):
+        self.deadlines.append(deadline)
+        return super().propose(images, n, **kwargs)
+
+
+def test_per_image_calls_carry_the_deadline(fixture):
+    """Search hands its deadline to a proposer that can stop at it (batched up-front calls
+    serve several images and go without), and never to one that cannot take it."""
+    programs, images = fixture
+    prop = DeadlineProposer(programs, SIZE, edits=(2, 3, 4), greedy_edits=3, seed=1)
+    t0 = time.perf_counter()
+    search(images[1], prop, "auto", time_limit=0.3, seed=0)
+    per_image = [d for d in prop.deadlines if d is not None]
+    assert per_image, "no per-image call received a deadline"
+    assert all(t0 < d <= t0 + 0.3 + 0.05 for d in per_image)
+    assert len(set(per_image)) == 1  # the session's one deadline
+    plain = SlowProposer(programs, SIZE, edits=(2, 3, 4), greedy_edits=3, seed=1, delay=0.0)
+    search(images[1], plain, "auto", time_limit=0.2, seed=0)  # would raise TypeError if given one
+    assert plain.calls >= 2
+
+
 def test_strategies_never_return_worse_than_their_candidates(fixture):
     programs, images = fixture
     for strategy in ("greedy", "best-of-n", "beam", "refine", "auto"):

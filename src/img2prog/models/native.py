@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -337,6 +338,7 @@ class NativeModel(nn.Module):
         max_len: int | None = None,
         seed: int | None = None,
         memory: torch.Tensor | None = None,
+        deadline: float | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Programs for a batch of images: per image a list of ``(program_text, logprob)``.
 
@@ -346,7 +348,9 @@ class NativeModel(nn.Module):
         image; sampling ``num_return_sequences``; beam search the best ``num_return_sequences``
         distinct beams of ``num_beams`` (default: as many as returned). ``memory`` is the
         images' encoding (:meth:`encode` of :meth:`prepare_images`) when the caller has it
-        already; ``images`` is then not looked at.
+        already; ``images`` is then not looked at. ``deadline`` (a ``time.perf_counter()``
+        value; greedy and sampling only) stops decoding when it passes: sequences not finished
+        by then are left out, so an image may get fewer programs, or none.
         """
         if method not in ("greedy", "sample", "beam"):
             raise ValueError(f"unknown decoding method {method!r}; use greedy, sample or beam")
@@ -361,15 +365,15 @@ class NativeModel(nn.Module):
             k = max(num_beams or num_return_sequences, num_return_sequences)
             return self._beam(memory, k, num_return_sequences, max_len)
         n = num_return_sequences if method == "sample" else 1
-        seqs, logps = self._decode(memory, max_len, sample=(method == "sample"), temperature=temperature,
-                                   top_p=top_p, seed=seed, group=n)
-        texts = [self.language.decode(s) for s in seqs.tolist()]
-        out, lp = [], logps.tolist()
-        for i in range(0, len(texts), n):
-            out.append(list(zip(texts[i : i + n], lp[i : i + n])))
-        return out
+        seqs, logps, finished = self._decode(memory, max_len, sample=(method == "sample"), temperature=temperature,
+                                             top_p=top_p, seed=seed, group=n, deadline=deadline)
+        rows = [(self.language.decode(s), lp) if ok else None
+                for s, lp, ok in zip(seqs.tolist(), logps.tolist(), finished.tolist())]
+        return [[r for r in rows[i : i + n] if r is not None] for i in range(0, len(rows), n)]
 
-    def _decode(self, memory, max_len, sample, temperature, top_p, seed, group: int = 1):
+    def _decode(self, memory, max_len, sample, temperature, top_p, seed, group: int = 1, deadline: float | None = None):
+        """Decode ``group`` rows per image: per row its tokens, log-probability, and whether it
+        counts (False only for rows a passing ``deadline`` cut short)."""
         B = memory.shape[0] * group  # ``group`` rows (samples) per image, image by image
         dev = memory.device
         cons = batched_constraint(self.language, B, dev)
@@ -401,7 +405,11 @@ class NativeModel(nn.Module):
             # One host sync every few steps is cheaper than one per step on a GPU.
             if (pos % 8 == 7 or dev.type == "cpu") and bool(cons.done(state).all()):
                 break
-        return out, total
+            if deadline is not None and time.perf_counter() >= deadline:
+                return out, total, cons.done(state)  # cut short: only finished rows count
+        # Rows still open at max_len keep their truncated text, as they always did (a program
+        # that does not parse is the model's answer, and metrics count it as one).
+        return out, total, torch.ones(B, dtype=torch.bool, device=dev)
 
     def _beam(self, memory, k: int, n_return: int, max_len: int) -> list[list[tuple[str, float]]]:
         B, dev = memory.shape[0], memory.device

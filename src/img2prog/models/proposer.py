@@ -57,7 +57,10 @@ class NativeProposer:
         return torch.stack(rows)
 
     def propose(self, images: np.ndarray, n: int = 1, *, method: ProposalMethod = "sample",
-                temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None) -> list[list[Candidate]]:
+                temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
+                deadline: float | None = None) -> list[list[Candidate]]:
+        """See :class:`~img2prog.search.base.Proposer`; ``deadline`` (``time.perf_counter()``)
+        cuts greedy and sampled decoding short, leaving out the programs not finished by then."""
         images = np.asarray(images)
         if images.ndim not in (3, 4):
             raise ValueError(f"expected a batch of images (B, S, S[, C]), got shape {images.shape}")
@@ -69,6 +72,7 @@ class NativeProposer:
                 chunk, method=method, num_return_sequences=1 if method == "greedy" else n,
                 temperature=temperature, top_p=top_p, max_len=self.max_len,
                 seed=None if seed is None else seed + i, memory=self.encode(chunk),
+                deadline=None if method == "beam" else deadline,
             )
             out += [[Candidate(text, lp) for text, lp in row] for row in rows]
         return out

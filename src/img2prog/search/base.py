@@ -32,6 +32,11 @@ class Proposer(Protocol):
     (any S; backends resize as they need). Returns, per image, ``n`` candidates (fewer only if
     ``method="greedy"``, which returns exactly one, or if beam search finds fewer distinct ones).
     Sampling is reproducible for a given ``seed``.
+
+    A backend may also take ``deadline=`` (a ``time.perf_counter()`` value): it then stops
+    decoding when the deadline passes and returns only what it finished (possibly nothing).
+    Search passes it to backends whose ``propose`` has that parameter, so that a time budget
+    holds even when a call runs longer than expected; the native model has it.
     """
 
     def propose(

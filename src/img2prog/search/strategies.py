@@ -15,9 +15,10 @@ Budgets (:class:`Budget`), per image:
 - ``time_limit``: wall-clock seconds for everything done for the image, its share of batched
   calls included. Checked before every proposer call (the measured cost of the previous call
   decides whether another fits), before every exact render in refinement, and before each
-  tier of edits (skipped when its recent cost does not fit). A proposer call in flight is never
-  interrupted, so a proposer slower than its last measurement overshoots by part of a call;
-  otherwise the overshoot is a few milliseconds.
+  tier of edits (skipped when its recent cost does not fit). A proposer that takes a
+  ``deadline`` (the native model does) stops decoding at it and returns what it finished; one
+  that does not is never interrupted, and overshoots by part of a call when slower than its last
+  measurement. Otherwise the overshoot is a few milliseconds.
 - ``evaluations``: exact renders spent by refinement (a machine-independent budget).
 
 Strategies compose: :class:`Refine` refines whatever another strategy picked
@@ -27,6 +28,7 @@ sampling rounds with refinement of the most promising distinct samples.
 
 from __future__ import annotations
 
+import inspect
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -145,9 +147,10 @@ class Session:
             raise RuntimeError("this strategy needs a proposer (a model), and none was given")
         seed = None if self.seed is None else (self.seed * 1_000_003 + self.calls * 7919) % (2**31)
         t0 = self.now()
+        extra = {"deadline": self.deadline} if self.deadline is not None and _takes_deadline(self.proposer) else {}
         out = self.proposer.propose(
             self.image[None], n, method=method, temperature=self.sampling.temperature,
-            top_p=self.sampling.top_p, seed=seed,
+            top_p=self.sampling.top_p, seed=seed, **extra,
         )
         if len(out) != 1:
             raise RuntimeError(f"proposer returned {len(out)} lists of candidates for 1 image")
@@ -182,6 +185,14 @@ class Session:
     def fallback(self) -> Evaluated:
         """What to return when nothing proposed renders: the empty program."""
         return self.verifier.evaluate_ast(EMPTY)
+
+
+def _takes_deadline(proposer: Proposer) -> bool:
+    """Whether ``proposer.propose`` accepts ``deadline=`` (see :class:`Proposer`)."""
+    try:
+        return "deadline" in inspect.signature(proposer.propose).parameters
+    except (TypeError, ValueError):  # no introspectable signature
+        return False
 
 
 class Strategy(ABC):

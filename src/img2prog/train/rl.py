@@ -87,7 +87,7 @@ def sample_groups(model: NativeModel, images: np.ndarray, group_size: int, *, te
     model.eval()
     max_len = min(max_len or model.config.max_len, model.config.max_len)
     memory = model.encode(model.prepare_images(images))  # one row per image; its G samples share it
-    seqs, _ = model._decode(memory, max_len, sample=True, temperature=temperature, top_p=top_p, seed=seed,
+    seqs, _, _ = model._decode(memory, max_len, sample=True, temperature=temperature, top_p=top_p, seed=seed,
                             group=group_size)
     model.train(was)
     length = int((seqs != model.pad_id).sum(1).max()) if len(seqs) else 0

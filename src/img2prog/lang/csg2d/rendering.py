@@ -47,7 +47,6 @@ fill routine guarantees parity.
 
 from __future__ import annotations
 
-import gc
 import mmap
 import multiprocessing
 import os
@@ -64,6 +63,7 @@ from PIL import Image, ImageDraw
 from shapely.affinity import rotate
 from shapely.geometry import Point, Polygon, box
 
+from img2prog._heap import frozen_heap
 from img2prog.lang.csg2d.ast import Circle, Difference, Empty, Program, Quad, Union
 from img2prog.lang.csg2d.parser import parse
 from img2prog.lang.errors import ProgramError, RenderError
@@ -717,21 +717,14 @@ def _batch_forked(programs: list, size: int, workers: int, chunk_size: int, rgb:
     out = np.frombuffer(buf, dtype=np.uint8, count=nbytes).reshape(n, *image_shape)
     errors: list = [None] * n
     _FORKED_OUT = out
-    # Move everything the parent holds out of the collector's reach before forking: a
-    # worker's cyclic GC would otherwise walk every inherited object, and writing their
-    # headers copies each page of the parent's heap into the worker (copy-on-write).
-    freeze = gc.get_freeze_count() == 0  # a caller who froze objects manages that themselves
-    if freeze:
-        gc.freeze()
     try:
         jobs = [(lo, programs[lo : lo + chunk_size], size, rgb) for lo in range(0, n, chunk_size)]
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+        # Frozen: a worker's collector would otherwise copy the parent's heap page by page.
+        with frozen_heap(), ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
             for lo, errs in pool.map(_render_forked, jobs):
                 errors[lo : lo + len(errs)] = errs
     finally:
         _FORKED_OUT = None
-        if freeze:
-            gc.unfreeze()
     return out, errors
 
 
