@@ -58,6 +58,9 @@ def search(
     )[0]
 
 
+# The heap as it is on entry (model, caches) stays out of the collector's way: a full
+# collection over it takes 0.1 s or more and would land inside some image's budget.
+@frozen_heap()
 def search_batch(
     images: np.ndarray | Sequence[np.ndarray],
     proposer: Proposer | None = None,
@@ -93,52 +96,49 @@ def search_batch(
 
     renderers: dict[int, ExactRenderer] = {}
     results: list[SearchResult] = []
-    # The heap as it is now (model, caches) stays out of the collector's way: a full
-    # collection over it takes 0.1 s or more and would land inside some image's budget.
-    with frozen_heap():
-        for b0 in range(0, len(images), batch_size):
-            chunk = images[b0 : b0 + batch_size]
-            # The first requests, batched over the chunk (unless the caller gave starting programs).
-            answers: list[tuple[str, list[list[Candidate]], float]] = []  # (method, per image, seconds each)
-            if starts is not None:
-                answers.append(("greedy", [[Candidate(p) for p in starts[b0 + i]] for i in range(len(chunk))], 0.0))
-            else:
-                for k, request in enumerate(requests):
-                    spent = sum(sec for _, _, sec in answers)  # per image, so far
-                    if k and budget.time_limit is not None and spent + _estimate(answers[-1], request) > budget.time_limit / 2:
-                        break  # further up-front requests would leave too little of a tight budget
-                    t0 = time.perf_counter()
-                    if len({im.shape for im in chunk}) == 1:
-                        got = _call(proposer, np.stack(chunk), request, sampling, seed, 1009 * k + b0)
-                    else:  # images of different sizes cannot be stacked
-                        got = [_call(proposer, im[None], request, sampling, seed, 1009 * k + b0 + i)[0] for i, im in enumerate(chunk)]
-                    answers.append((request.method, got, (time.perf_counter() - t0) / len(chunk)))
-            share = sum(sec for _, _, sec in answers)
-            for i, image in enumerate(chunk):
-                target = Target.from_image(image)
-                renderer = renderers.setdefault(target.size, ExactRenderer(target.size))
-                s = Session(
-                    image, Verifier(target, renderer), proposer, budget, scorer_obj, sampling,
-                    seed=None if seed is None else seed + 7 * (b0 + i) + 1,
-                    started=time.perf_counter() - share,  # each image is charged its share of the batch
+    for b0 in range(0, len(images), batch_size):
+        chunk = images[b0 : b0 + batch_size]
+        # The first requests, batched over the chunk (unless the caller gave starting programs).
+        answers: list[tuple[str, list[list[Candidate]], float]] = []  # (method, per image, seconds each)
+        if starts is not None:
+            answers.append(("greedy", [[Candidate(p) for p in starts[b0 + i]] for i in range(len(chunk))], 0.0))
+        else:
+            for k, request in enumerate(requests):
+                spent = sum(sec for _, _, sec in answers)  # per image, so far
+                if k and budget.time_limit is not None and spent + _estimate(answers[-1], request) > budget.time_limit / 2:
+                    break  # further up-front requests would leave too little of a tight budget
+                t0 = time.perf_counter()
+                if len({im.shape for im in chunk}) == 1:
+                    got = _call(proposer, np.stack(chunk), request, sampling, seed, 1009 * k + b0)
+                else:  # images of different sizes cannot be stacked
+                    got = [_call(proposer, im[None], request, sampling, seed, 1009 * k + b0 + i)[0] for i, im in enumerate(chunk)]
+                answers.append((request.method, got, (time.perf_counter() - t0) / len(chunk)))
+        share = sum(sec for _, _, sec in answers)
+        for i, image in enumerate(chunk):
+            target = Target.from_image(image)
+            renderer = renderers.setdefault(target.size, ExactRenderer(target.size))
+            s = Session(
+                image, Verifier(target, renderer), proposer, budget, scorer_obj, sampling,
+                seed=None if seed is None else seed + 7 * (b0 + i) + 1,
+                started=time.perf_counter() - share,  # each image is charged its share of the batch
+            )
+            for method, got, sec in answers:
+                s.receive(got[i], method, sec, batched=len(chunk) > 1)
+            chosen = strat.run(s)
+            results.append(
+                SearchResult(
+                    program=chosen.text,
+                    score=strat.score_of(s, chosen),
+                    perfect=chosen.perfect,
+                    strategy=strat.name,
+                    candidates_tried=s.verifier.evaluations,
+                    seconds=time.perf_counter() - s.started,
+                    candidates=tuple(s.proposals),
+                    iou=float(chosen.iou),
+                    samples=s.samples_drawn,
+                    refine_steps=s.refine_steps,
                 )
-                for method, got, sec in answers:
-                    s.receive(got[i], method, sec, batched=len(chunk) > 1)
-                chosen = strat.run(s)
-                results.append(
-                    SearchResult(
-                        program=chosen.text,
-                        score=strat.score_of(s, chosen),
-                        perfect=chosen.perfect,
-                        strategy=strat.name,
-                        candidates_tried=s.verifier.evaluations,
-                        seconds=time.perf_counter() - s.started,
-                        candidates=tuple(s.proposals),
-                        iou=float(chosen.iou),
-                        samples=s.samples_drawn,
-                        refine_steps=s.refine_steps,
-                    )
-                )
+            )
     return results
 
 

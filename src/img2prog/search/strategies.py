@@ -104,6 +104,8 @@ class Session:
         self.refined: set[str] = set()  # starting points already refined
         self.scores: dict[str, float] = {}  # scorer values by program text, when not the verifier
         self._last_call: tuple[float, int] | None = None  # (seconds, candidates) of the last call
+        # Per-image proposer calls carry the deadline when the proposer can stop at it.
+        self._call_kwargs = {"deadline": self.deadline} if self.deadline is not None and _takes_deadline(proposer) else {}
 
     # ---- clock and budget -----------------------------------------------------------
     def now(self) -> float:
@@ -147,10 +149,9 @@ class Session:
             raise RuntimeError("this strategy needs a proposer (a model), and none was given")
         seed = None if self.seed is None else (self.seed * 1_000_003 + self.calls * 7919) % (2**31)
         t0 = self.now()
-        extra = {"deadline": self.deadline} if self.deadline is not None and _takes_deadline(self.proposer) else {}
         out = self.proposer.propose(
             self.image[None], n, method=method, temperature=self.sampling.temperature,
-            top_p=self.sampling.top_p, seed=seed, **extra,
+            top_p=self.sampling.top_p, seed=seed, **self._call_kwargs,
         )
         if len(out) != 1:
             raise RuntimeError(f"proposer returned {len(out)} lists of candidates for 1 image")
@@ -187,8 +188,10 @@ class Session:
         return self.verifier.evaluate_ast(EMPTY)
 
 
-def _takes_deadline(proposer: Proposer) -> bool:
+def _takes_deadline(proposer: Proposer | None) -> bool:
     """Whether ``proposer.propose`` accepts ``deadline=`` (see :class:`Proposer`)."""
+    if proposer is None:
+        return False
     try:
         return "deadline" in inspect.signature(proposer.propose).parameters
     except (TypeError, ValueError):  # no introspectable signature
