@@ -16,6 +16,10 @@
 # Scoring (sandbox + OCC IoU) runs where CadQuery is:
 #   python benchmarks/cadquery_model.py evaluate --candidates $OUT/cad_candidates.jsonl.gz ...
 # Env overrides: DATA, TEST, PRESET, BATCH, LR, SAMPLES, SNAP, DEVICE, RUN, LIMIT (test pictures).
+#
+# GEN_BUDGET=S (optional): when $DATA does not exist, first *build* it here with the mesh kernel
+# (manifold3d, carried in .whl): shards of GEN_SHARD parts on all cores for S seconds (at most
+# GEN_SHARDS shards), then pack them uncompressed (only the test pictures need carrying then).
 set -o pipefail
 BUDGET=${1:-360}
 shift || true
@@ -29,14 +33,23 @@ SNAP=${SNAP:-250}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/out}
 RUN=${RUN:-/tmp/run_cad}
-for f in "$DATA" "$TEST"; do [ -f "$f" ] || { echo "error: $f is missing (carry it)" >&2; exit 2; }; done
-if [ -d .whl ] && ! python3 -c "import shapely, lark" 2>/dev/null; then
+if [ -d .whl ] && ! python3 -c "import shapely, lark, manifold3d" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 SECONDS=0
+if [ -n "$GEN_BUDGET" ] && [ ! -f "$DATA" ]; then
+  SHARDS_DIR=${SHARDS_DIR:-/tmp/cad_shards}
+  python3 -m img2prog.data.cad_dataset build "$SHARDS_DIR" --kernel mesh --shards "${GEN_SHARDS:-1000}" \
+    --shard-size "${GEN_SHARD:-500}" --workers "$(nproc)" --time-budget "$GEN_BUDGET" 2>&1 | tail -3 | tee "$OUT/gen.log" || exit 1
+  echo "generate: ${SECONDS}s"
+  python3 -m img2prog.data.cad_dataset pack "$SHARDS_DIR" "$DATA" --val "${GEN_VAL:-1000}" --workers "$(nproc)" --no-compress \
+    | tee -a "$OUT/gen.log" || exit 1
+  echo "pack: ${SECONDS}s"
+fi
+for f in "$DATA" "$TEST"; do [ -f "$f" ] || { echo "error: $f is missing (carry it)" >&2; exit 2; }; done
 python3 -m img2prog.train native --preset "$PRESET" --dataset "$DATA" --steps 200000 --time-budget "$BUDGET" \
   --batch-size "$BATCH" --lr "$LR" --warmup 200 --out "$RUN" --ckpt-every 0 --log-every 100 \
   --snapshot-every "$SNAP" --device "$DEVICE" "$@" 2>&1 | tee "$OUT/train.log" || exit 1

@@ -55,6 +55,10 @@ class CadDataConfig:
     seed: int = 1
     image_size: int = 128  # side of the whole 2×2 grid (each view is half of it)
     shard_size: int = 64  # generator streams per shard
+    #: "occ": every operation checked and drawn through the sandbox (CadQuery); "mesh": built,
+    #: checked and drawn with the mesh kernel (:mod:`~img2prog.lang.cadquery.meshkernel`),
+    #: ~100× faster, no fillets/chamfers
+    kernel: str = "occ"
 
 
 def _shard_stem(k: int) -> str:
@@ -67,6 +71,7 @@ def _check_meta(out: Path, cfg: CadDataConfig, generator_version: int) -> None:
     path = out / META
     if path.is_file():
         old = json.loads(path.read_text())
+        old.setdefault("kernel", "occ")  # folders from before the mesh kernel
         if old != meta:
             raise ValueError(f"{path}: the folder was built with {old}, not {meta}; use another folder")
     else:
@@ -103,54 +108,136 @@ class _MeshGenerator:
         return part, self._local.meshes[part.program]
 
 
-def build_shards(out: str | Path, shards: int, cfg: CadDataConfig = CadDataConfig(), workers: int = 1,
-                 echo=print) -> dict:
-    """Build shards ``0 … shards − 1`` of ``out`` that do not exist yet; returns counts."""
-    from img2prog.lang.cadquery.generator import GENERATOR_VERSION
-    from img2prog.lang.cadquery.render import render_mesh
-    from img2prog.lang.cadquery.sandbox import Executor
-    from img2prog.lang.cadquery.testsets import standard_bar
+def _write_shard(out: Path, k: int, rows: list[dict], images: list[np.ndarray], size: int) -> None:
+    stem = out / _shard_stem(k)
+    # The .jsonl first, the .npz last: a shard exists iff its .npz does.
+    tmp = stem.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.rename(stem.with_suffix(".jsonl"))
+    tmp = out / f"{_shard_stem(k)}.tmp.npz"
+    arr = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
+    np.savez_compressed(tmp, images=arr, indices=np.array([r["index"] for r in rows], np.int64))
+    tmp.rename(stem.with_suffix(".npz"))
 
+
+def _shard(out: Path, k: int, cfg: CadDataConfig, bar: set, parts) -> tuple[int, int, int]:
+    """Build shard ``k`` from ``parts`` ((index, (part, mesh) or None) pairs): (made, barred, failed)."""
+    from img2prog.lang.cadquery.render import render_mesh
+
+    rows, images, seen = [], [], set()
+    barred = failed = 0
+    for index, got in parts:
+        if got is None:
+            failed += 1
+            continue
+        part, mesh = got
+        if part.text in bar or part.fingerprint in bar:
+            barred += 1
+            continue
+        if part.text in seen or part.fingerprint in seen:
+            continue
+        seen.update((part.text, part.fingerprint))
+        images.append(render_mesh(mesh, cfg.image_size)[..., 0])
+        rows.append({"index": index, "program": part.text, "fingerprint": list(part.fingerprint)})
+    _write_shard(out, k, rows, images, cfg.image_size)
+    return len(rows), barred, failed
+
+
+def mesh_bar() -> set:
+    """:func:`~img2prog.lang.cadquery.testsets.standard_bar` plus the test parts' fingerprints
+    as the mesh kernel measures them (its polygons give slightly different volumes and areas, so
+    OCC's fingerprints would not catch a moved or scaled copy built with it)."""
+    from img2prog.lang.cadquery.generator import fingerprint
+    from img2prog.lang.cadquery.meshkernel import MeshExecutor
+    from img2prog.lang.cadquery.parser import parse
+    from img2prog.lang.cadquery.testsets import standard_bar, testset_names, testset_programs
+
+    bar = standard_bar()
+    ex = MeshExecutor()
+    for name in testset_names():
+        for text in testset_programs(name):
+            r = ex.run(parse(text), mesh=False)
+            if r.ok:  # parts with a fillet or chamfer: the mesh kernel never makes those
+                bar.add(fingerprint(r.solid))
+    return bar
+
+
+def _mesh_shard(job: tuple[Path, int, CadDataConfig, set, float | None]) -> tuple[int, int, int, int, float] | None:
+    """One shard with the mesh kernel, in a worker process: (k, made, barred, failed, seconds),
+    or None when the build's deadline (wall clock, ``time.time()``) passed before it started."""
+    from img2prog.lang.cadquery.meshkernel import MeshExecutor
+
+    out, k, cfg, bar, deadline = job
+    if deadline is not None and time.time() > deadline:
+        return None
+    t0 = time.perf_counter()
+    gen = _MeshGenerator(MeshExecutor(), cfg.seed, bar)
+    idx = range(k * cfg.shard_size, (k + 1) * cfg.shard_size)
+    made, barred, failed = _shard(out, k, cfg, bar, ((i, gen.part(i)) for i in idx))
+    return k, made, barred, failed, time.perf_counter() - t0
+
+
+def build_shards(out: str | Path, shards: int, cfg: CadDataConfig = CadDataConfig(), workers: int = 1,
+                 echo=print, time_budget: float | None = None) -> dict:
+    """Build shards ``0 … shards − 1`` of ``out`` that do not exist yet; returns counts.
+
+    ``time_budget`` (seconds): start no shard after it has passed (shards already started
+    finish; run the same command again to build the rest)."""
+    from img2prog.lang.cadquery.generator import GENERATOR_VERSION
+
+    if cfg.kernel not in ("occ", "mesh"):
+        raise ValueError(f"unknown kernel {cfg.kernel!r}: 'occ' or 'mesh'")
     out = Path(out)
     _check_meta(out, cfg, GENERATOR_VERSION)
-    bar = standard_bar()
     todo = [k for k in range(shards) if not (out / f"{_shard_stem(k)}.npz").is_file()]
-    made = barred = failed = 0
+    made = barred = failed = built = 0
     if not todo:
         return {"built": 0, "parts": 0}
-    with Executor(workers=workers) as ex:
-        gen = _MeshGenerator(ex, cfg.seed, bar)
-        for k in todo:
-            t0 = time.perf_counter()
-            idx = list(range(k * cfg.shard_size, (k + 1) * cfg.shard_size))
-            rows, images, seen = [], [], set()
-            for index, got in zip(idx, ex.map(gen.part, idx)):
-                if got is None:
-                    failed += 1
-                    continue
-                part, mesh = got
-                if part.text in bar or part.fingerprint in bar:
-                    barred += 1
-                    continue
-                if part.text in seen or part.fingerprint in seen:
-                    continue
-                seen.update((part.text, part.fingerprint))
-                images.append(render_mesh(mesh, cfg.image_size)[..., 0])
-                rows.append({"index": index, "program": part.text, "fingerprint": list(part.fingerprint)})
-            stem = out / _shard_stem(k)
-            # The .jsonl first, the .npz last: a shard exists iff its .npz does.
-            tmp = stem.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            tmp.rename(stem.with_suffix(".jsonl"))
-            tmp = out / f"{_shard_stem(k)}.tmp.npz"
-            arr = np.stack(images) if images else np.zeros((0, cfg.image_size, cfg.image_size), np.uint8)
-            np.savez_compressed(tmp, images=arr, indices=np.array([r["index"] for r in rows], np.int64))
-            tmp.rename(stem.with_suffix(".npz"))
-            made += len(rows)
-            dt = time.perf_counter() - t0
-            echo(f"{stem.name}: {len(rows)} parts in {dt:.0f}s ({len(rows) / dt:.2f} parts/s); "
-                 f"total {made}, barred {barred}, failed {failed}")
-    return {"built": len(todo), "parts": made, "barred": barred, "failed": failed}
+    deadline = None if time_budget is None else time.time() + time_budget
+
+    def report(k: int, m: int, b: int, f: int, dt: float) -> None:
+        nonlocal made, barred, failed, built
+        made, barred, failed, built = made + m, barred + b, failed + f, built + 1
+        echo(f"{_shard_stem(k)}: {m} parts in {dt:.0f}s ({m / max(dt, 1e-9):.2f} parts/s); "
+             f"total {made}, barred {barred}, failed {failed}")
+
+    if cfg.kernel == "mesh":
+        import multiprocessing as mp
+
+        bar = mesh_bar()
+        jobs = [(out, k, cfg, bar, deadline) for k in todo]
+        with mp.get_context("forkserver").Pool(workers) if workers > 1 else _Serial() as pool:
+            for res in pool.imap_unordered(_mesh_shard, jobs):
+                if res is not None:
+                    report(*res)
+    else:
+        from img2prog.lang.cadquery.sandbox import Executor
+        from img2prog.lang.cadquery.testsets import standard_bar
+
+        bar = standard_bar()
+        with Executor(workers=workers) as ex:
+            gen = _MeshGenerator(ex, cfg.seed, bar)
+            for k in todo:
+                if deadline is not None and time.time() > deadline:
+                    break
+                t0 = time.perf_counter()
+                idx = list(range(k * cfg.shard_size, (k + 1) * cfg.shard_size))
+                report(k, *_shard(out, k, cfg, bar, zip(idx, ex.map(gen.part, idx))), time.perf_counter() - t0)
+    return {"built": built, "left": len(todo) - built, "parts": made, "barred": barred, "failed": failed}
+
+
+class _Serial:
+    """``multiprocessing.Pool``'s ``imap_unordered`` in this process (one worker)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    @staticmethod
+    def imap_unordered(fn, jobs):
+        return map(fn, jobs)
 
 
 def read_shards(folder: str | Path) -> tuple[np.ndarray, list[dict]]:
@@ -278,7 +365,25 @@ def turn_picture(images: np.ndarray) -> np.ndarray:
     return np.roll(images, images.shape[-1] // 2, axis=-1)
 
 
-def pack(folder: str | Path, out: str | Path, val: int = 200, max_len: int = 256, scale: bool = True) -> dict:
+def _pack_row(job: tuple[str, bool]) -> tuple[str | None, list[int], list[int]]:
+    """(scaled text or None when unscaled, tokens, turned tokens) of one program text."""
+    from img2prog.lang.cadquery import tokens
+    from img2prog.lang.cadquery.ast import to_script
+    from img2prog.lang.cadquery.parser import parse
+
+    text, scale = job
+    program = parse(text)
+    scaled = None
+    if scale:
+        program, factor = canonical_scale(program)
+        if factor != 1:
+            scaled = to_script(program)
+    seq = [tokens.BOS, *tokens.encode(program), tokens.EOS]
+    return scaled, seq, [tokens.BOS, *tokens.encode(turn_program(program)), tokens.EOS]
+
+
+def pack(folder: str | Path, out: str | Path, val: int = 200, max_len: int = 256, scale: bool = True,
+         workers: int = 1, compress: bool = True) -> dict:
     """Merge the shards of ``folder`` into ``out`` (.npz) + ``out`` with .jsonl (programs).
 
     Duplicates across shards (by text or fingerprint) and programs longer than ``max_len``
@@ -286,34 +391,38 @@ def pack(folder: str | Path, out: str | Path, val: int = 200, max_len: int = 256
     validation split. With ``scale``, small parts are doubled (:func:`canonical_scale`; the
     JSONL keeps the generated program as ``source``). ``tokens_turned`` holds each training
     part turned half a turn about +Z (:func:`turn_program`), whose picture is
-    :func:`turn_picture` of the stored one.
+    :func:`turn_picture` of the stored one. ``workers`` processes tokenize (~1 ms a part);
+    ``compress=False`` writes a plain .npz (faster to write and load for big sets).
     """
-    from img2prog.lang.cadquery.ast import to_script
     from img2prog.lang.cadquery import tokens
-    from img2prog.lang.cadquery.parser import parse
 
     images, rows = read_shards(folder)
-    keep, seen, long, scaled = [], set(), 0, 0
-    seqs, turned = [], []
+    first, seen = [], set()
     for i, r in enumerate(rows):
         fp = tuple(r["fingerprint"])
         if r["program"] in seen or fp in seen:
             continue
-        program = parse(r["program"])
-        if scale:
-            program, factor = canonical_scale(program)
-            if factor != 1:
-                scaled += 1
-                r = {**r, "source": r["program"], "program": to_script(program)}
-                rows[i] = r
-        ids = tokens.encode(program)
-        if len(ids) + 2 > max_len:
+        seen.update((r["program"], fp))
+        first.append(i)
+    jobs = [(rows[i]["program"], scale) for i in first]
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("forkserver").Pool(workers) as pool:
+            packed = pool.map(_pack_row, jobs, chunksize=256)
+    else:
+        packed = [_pack_row(j) for j in jobs]
+    keep, seqs, turned, long, scaled = [], [], [], 0, 0
+    for i, (text, seq, seq_turned) in zip(first, packed):
+        if len(seq) > max_len:
             long += 1
             continue
-        seen.update((r["program"], fp))
+        if text is not None:
+            scaled += 1
+            rows[i] = {**rows[i], "source": rows[i]["program"], "program": text}
         keep.append(i)
-        seqs.append([tokens.BOS, *ids, tokens.EOS])
-        turned.append([tokens.BOS, *tokens.encode(turn_program(program)), tokens.EOS])
+        seqs.append(seq)
+        turned.append(seq_turned)
     n = len(keep)
     if val >= n:
         raise ValueError(f"only {n} parts: cannot hold out {val} for validation")
@@ -328,15 +437,16 @@ def pack(folder: str | Path, out: str | Path, val: int = 200, max_len: int = 256
     cut = n - val
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, images=ims[:cut], tokens=toks[:cut], lengths=lengths[:cut], tokens_turned=toks_turned[:cut],
-                        val_images=ims[cut:], val_tokens=toks[cut:], val_lengths=lengths[cut:])
+    save = np.savez_compressed if compress else np.savez
+    save(out, images=ims[:cut], tokens=toks[:cut], lengths=lengths[:cut], tokens_turned=toks_turned[:cut],
+         val_images=ims[cut:], val_tokens=toks[cut:], val_lengths=lengths[cut:])
     with out.with_suffix(".jsonl").open("w") as f:
         for j, i in enumerate(keep):
             row = {"split": "train" if j < cut else "val", "index": rows[i]["index"], "program": rows[i]["program"]}
             if "source" in rows[i]:
                 row["source"] = rows[i]["source"]
             f.write(json.dumps(row) + "\n")
-    return {"parts": n, "train": cut, "val": val, "scaled_up": scaled, "dropped_duplicates": len(rows) - n - long,
+    return {"parts": n, "train": cut, "val": val, "scaled_up": scaled, "dropped_duplicates": len(rows) - len(first),
             "dropped_long": long, "max_tokens": L, "bytes": out.stat().st_size}
 
 
@@ -377,12 +487,19 @@ def _main(argv: list[str]) -> int:
     b.add_argument("--seed", type=int, default=CadDataConfig.seed)
     b.add_argument("--image-size", type=int, default=CadDataConfig.image_size)
     b.add_argument("--shard-size", type=int, default=CadDataConfig.shard_size)
+    b.add_argument("--kernel", choices=("occ", "mesh"), default=CadDataConfig.kernel,
+                   help="occ: check and draw every part through the sandbox (CadQuery); mesh: the fast "
+                        "mesh kernel (manifold3d; no fillets/chamfers)")
+    b.add_argument("--time-budget", type=float, default=None,
+                   help="seconds: start no shard after this (run again to continue)")
     p = sub.add_parser("pack", help="merge shards into one training file")
     p.add_argument("folder")
     p.add_argument("out")
     p.add_argument("--val", type=int, default=200)
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--no-scale", action="store_true", help="keep every program at its generated size")
+    p.add_argument("--workers", type=int, default=1, help="processes that tokenize (~1 ms a part)")
+    p.add_argument("--no-compress", action="store_true", help="write a plain .npz (big sets: faster to write and load)")
     t = sub.add_parser("testset", help="render a named test set for a model's input")
     t.add_argument("out")
     t.add_argument("--name", default="cadquery-test")
@@ -391,11 +508,12 @@ def _main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     try:
         if a.cmd == "build":
-            cfg = CadDataConfig(seed=a.seed, image_size=a.image_size, shard_size=a.shard_size)
+            cfg = CadDataConfig(seed=a.seed, image_size=a.image_size, shard_size=a.shard_size, kernel=a.kernel)
             res = build_shards(a.out, a.shards, cfg, workers=a.workers,
-                               echo=lambda s: print(s, file=sys.stderr, flush=True))
+                               echo=lambda s: print(s, file=sys.stderr, flush=True), time_budget=a.time_budget)
         elif a.cmd == "pack":
-            res = pack(a.folder, a.out, val=a.val, max_len=a.max_len, scale=not a.no_scale)
+            res = pack(a.folder, a.out, val=a.val, max_len=a.max_len, scale=not a.no_scale, workers=a.workers,
+                       compress=not a.no_compress)
         else:
             res = render_testset(a.out, a.name, a.image_size, a.workers)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:

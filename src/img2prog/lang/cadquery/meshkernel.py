@@ -1,0 +1,204 @@
+"""A fast mesh kernel for *our own* programs: build a part with manifold3d instead of OCC.
+
+Why: the training data of the CadQuery model is bound by how fast parts can be built, checked
+and drawn. Through the sandbox and OCC a checked part costs ~3 jobs of 50–150 ms; the same part
+as a triangle mesh with `manifold3d <https://github.com/elalish/manifold>`_ (exact, robust mesh
+booleans) costs a few milliseconds, so a 2-core machine makes tens of parts per second instead
+of two, and the data can grow by the 10–100× that the model needs.
+
+What it covers: every :class:`~.ast.Program` without a fillet or chamfer — sketches of lines,
+three-point arcs and circles (nested loops are holes: even–odd filling, like CadQuery's
+``wiresToFaces`` for the generator's non-overlapping loops), on any plane, extruded one way or
+both ways, combined by union / cut / intersect. Curves are polygons with the tessellation
+tolerances the sandbox uses for drawing (``angular`` radians, ``linear`` units), so pictures
+match OCC's closely (measured in ``benchmarks/RESULTS.md``). A ``Finish`` step raises
+:class:`Unsupported`; :class:`MeshExecutor` reports it as a failed job, so the generator simply
+keeps parts without finishes.
+
+It is **not** a sandbox and needs none: it never executes text, only builds the program
+object, whose nodes validate themselves. Scores (IoU, validity) stay OCC's, through the sandbox.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from img2prog.lang.cadquery.ast import Arc, Boolean, Circle, Extrusion, Finish, Loop, Program
+from img2prog.lang.cadquery.geometry import Mesh
+from img2prog.lang.cadquery.sandbox import ExecResult, SolidInfo
+from img2prog.lang.errors import ProgramError
+
+#: curve tolerances, as the sandbox's tessellation for drawing (``Executor`` defaults): at most
+#: ``ANGULAR`` radians per segment and a sagitta of at most ``LINEAR`` × the part's diagonal
+#: (relative, so a scaled copy of a part gets the same polygons and the same fingerprint)
+ANGULAR = 0.3
+LINEAR = 2e-3
+#: a union must share more surface than CONTACT × sagitta × part size (more than a sliver along
+#: a line): less is a contact along an edge or at a point, two solids for OCC
+CONTACT = 2.0
+
+
+class Unsupported(ProgramError):
+    """The program uses something the mesh kernel does not build (fillet, chamfer)."""
+
+
+def _manifold3d():
+    try:
+        import manifold3d
+    except ImportError as e:  # pragma: no cover - the extra is installed with img2prog[cad]
+        raise ImportError("the mesh kernel needs manifold3d: pip install 'img2prog[cad]'") from e
+    return manifold3d
+
+
+def _segments(radius: float, sweep: float, sagitta: float) -> int:
+    """Segments for an arc of ``sweep`` radians: within both tolerances."""
+    step = ANGULAR
+    if radius > sagitta:
+        step = min(step, 2 * math.acos(1 - sagitta / radius))
+    return max(1, math.ceil(abs(sweep) / step - 1e-9))
+
+
+def _arc(a: tuple[float, float], m: tuple[float, float], b: tuple[float, float],
+         sagitta: float) -> list[tuple[float, float]]:
+    """Points after ``a`` up to ``b`` along the circle through a, m, b (a line if collinear)."""
+    (ax, ay), (mx, my), (bx, by) = a, m, b
+    d = 2 * (ax * (my - by) + mx * (by - ay) + bx * (ay - my))
+    if abs(d) < 1e-12:  # OCC refuses such an arc too (GC_MakeArcOfCircle: no result)
+        raise ProgramError(f"the arc through {a}, {m}, {b} is degenerate (collinear or repeated points)")
+    ux = ((ax**2 + ay**2) * (my - by) + (mx**2 + my**2) * (by - ay) + (bx**2 + by**2) * (ay - my)) / d
+    uy = ((ax**2 + ay**2) * (bx - mx) + (mx**2 + my**2) * (ax - bx) + (bx**2 + by**2) * (mx - ax)) / d
+    r = math.hypot(ax - ux, ay - uy)
+    t0, tm, t1 = (math.atan2(p[1] - uy, p[0] - ux) for p in (a, m, b))
+    tau = 2 * math.pi
+    ccw = (t1 - t0) % tau
+    sweep = ccw if (tm - t0) % tau < ccw else ccw - tau  # the way that passes through m
+    n = _segments(r, sweep, sagitta)
+    pts = [(ux + r * math.cos(t0 + sweep * i / n), uy + r * math.sin(t0 + sweep * i / n)) for i in range(1, n)]
+    return pts + [b]
+
+
+def _polygon(profile, sagitta: float) -> np.ndarray:
+    if isinstance(profile, Circle):
+        (cx, cy), r = profile.center, profile.radius
+        n = max(3, _segments(r, 2 * math.pi, sagitta))
+        t = 2 * math.pi * np.arange(n) / n
+        return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+    assert isinstance(profile, Loop)
+    pts = [profile.start]
+    for s in profile.segments:
+        if isinstance(s, Arc):
+            pts += _arc(pts[-1], s.mid, s.end, sagitta)
+        else:
+            pts.append(s.end)
+    if len(pts) > 1 and math.dist(pts[0], pts[-1]) < 1e-9:
+        pts.pop()
+    return np.asarray(pts, dtype=np.float64)
+
+
+def _frame(body: Extrusion) -> np.ndarray:
+    """3×4 matrix from sketch coordinates (u, v, w) to global ones."""
+    x = np.asarray(body.plane.x_dir, dtype=np.float64)
+    n = np.asarray(body.plane.normal, dtype=np.float64)
+    x, n = x / np.linalg.norm(x), n / np.linalg.norm(n)
+    y = np.cross(n, x)  # CadQuery: yDir = zDir × xDir (a right-handed frame)
+    return np.column_stack([x, y, n, np.asarray(body.plane.origin, dtype=np.float64)])
+
+
+def _span(body: Extrusion) -> tuple[float, float]:
+    d = body.distance
+    return (-abs(d), abs(d)) if body.both else (min(0.0, d), max(0.0, d))
+
+
+def diagonal(program: Program) -> float:
+    """Bounding-box diagonal of the extrusions' control points (circles as their squares):
+    the scale that the curve tolerance is relative to, known before anything is built."""
+    pts = []
+    for body in program.bodies():
+        uv = []
+        for p in body.profiles:
+            if isinstance(p, Circle):
+                (cx, cy), r = p.center, p.radius
+                uv += [(cx - r, cy - r), (cx + r, cy + r)]
+            else:
+                uv += [p.start] + [q for s in p.segments for q in ((s.mid, s.end) if isinstance(s, Arc) else (s.end,))]
+        uv = np.asarray(uv, dtype=np.float64)
+        for w in _span(body):
+            local = np.column_stack([uv, np.full(len(uv), w), np.ones(len(uv))])
+            pts.append(local @ _frame(body).T)
+    pts = np.concatenate(pts)
+    return float(np.linalg.norm(pts.max(0) - pts.min(0)))
+
+
+def extrusion(body: Extrusion, sagitta: float):
+    """The manifold of one extrusion, in global coordinates (curves within ``sagitta``)."""
+    m3 = _manifold3d()
+    section = m3.CrossSection([_polygon(p, sagitta) for p in body.profiles], m3.FillRule.EvenOdd)
+    if section.is_empty():
+        raise ProgramError("the sketch encloses no area")
+    lo, hi = _span(body)
+    return m3.Manifold.extrude(section, hi - lo).translate([0.0, 0.0, lo]).transform(_frame(body))
+
+
+def build(program: Program):
+    """The manifold of a whole program; :class:`Unsupported` for fillets and chamfers."""
+    sagitta = LINEAR * diagonal(program)
+    solid = extrusion(program.base, sagitta)
+    for step in program.steps:
+        if isinstance(step, Finish):
+            raise Unsupported(f"the mesh kernel does not build a {step.op}")
+        assert isinstance(step, Boolean)
+        other = extrusion(step.body, sagitta)
+        if step.op == "union":
+            joined = solid + other
+            # Bodies that meet only along an edge or at a point (a boss on the apex line of a
+            # curved face) are one mesh here but two solids for OCC: shared area says which.
+            shared = solid.surface_area() + other.surface_area() - joined.surface_area()
+            if shared <= CONTACT * sagitta * math.sqrt(max(joined.surface_area(), 0.0)):
+                raise ProgramError("the new body touches the part only along an edge or at a point")
+            solid = joined
+        else:
+            solid = solid - other if step.op == "cut" else solid ^ other
+    return solid
+
+
+def to_mesh(solid) -> Mesh:
+    m = solid.to_mesh()
+    return Mesh(np.asarray(m.vert_properties)[:, :3].astype(np.float32), np.asarray(m.tri_verts).astype(np.uint32))
+
+
+def solid_info(solid, mesh: bool = True) -> SolidInfo:
+    lo_hi = solid.bounding_box()
+    return SolidInfo(volume=float(solid.volume()), area=float(solid.surface_area()),
+                     bbox=tuple(float(c) for c in lo_hi), solids=len(solid.decompose()), faces=0,
+                     mesh=to_mesh(solid) if mesh else None)
+
+
+class MeshExecutor:
+    """Stands in for :class:`~.sandbox.Executor` where the generator checks its own programs:
+    ``run(program)`` builds it with the mesh kernel. One thread (``workers = 1``); run several
+    processes for parallel builds. ``SolidInfo.faces`` is not counted (0)."""
+
+    workers = 1
+
+    def run(self, program: Program, mesh: bool = True, brep: bool = False, limits=None) -> ExecResult:
+        if not isinstance(program, Program):
+            raise TypeError("the mesh kernel builds Program objects, not script text")
+        try:
+            solid = build(program)
+        except ProgramError as e:
+            return ExecResult(ok=False, error=str(e))
+        if solid.is_empty() or solid.volume() <= 0:
+            return ExecResult(ok=False, error="the result is empty")
+        return ExecResult(ok=True, solids=[solid_info(solid, mesh)])
+
+    def map(self, fn, xs: Iterable) -> list:
+        return [fn(x) for x in xs]
+
+    def __enter__(self) -> MeshExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
