@@ -110,3 +110,44 @@ def test_build_is_resumable_barred_and_packs(tmp_path, monkeypatch):
         turned = z["tokens_turned"]
     seq = [x for x in turned[0].tolist() if x != t.PAD]
     assert t.decode(seq[1:-1]) == to_script(turn_program(parse(lines[0]["program"])))
+
+
+def test_mesh_kernel_build_is_parallel_resumable_and_packs_in_parallel(tmp_path):
+    """The mesh kernel builds shards without CadQuery; workers and packing do not change the data."""
+    pytest.importorskip("manifold3d")
+    from img2prog.data.cad_dataset import mesh_bar
+    from img2prog.lang.cadquery.meshkernel import MeshExecutor
+    from img2prog.lang.cadquery.render import render_mesh
+    from img2prog.models.cad_data import load_dataset
+
+    cfg = CadDataConfig(seed=5, image_size=32, shard_size=12, kernel="mesh")
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    assert build_shards(serial, 2, cfg, time_budget=-1, echo=lambda *_: None)["built"] == 0  # budget spent
+    assert build_shards(serial, 2, cfg, workers=1, echo=lambda *_: None)["built"] == 2
+    res = build_shards(parallel, 3, cfg, workers=2, echo=lambda *_: None)
+    assert res["built"] == 3 and res["parts"] >= 30
+    with pytest.raises(ValueError, match="another folder"):  # kernels do not mix in one folder
+        build_shards(parallel, 3, CadDataConfig(seed=5, image_size=32, shard_size=12))
+    for k in range(2):  # the same shard whatever the number of workers
+        for ext in (".npz", ".jsonl"):
+            name = f"shard-{k:05d}{ext}"
+            if ext == ".jsonl":
+                assert (serial / name).read_text() == (parallel / name).read_text()
+            else:
+                with np.load(serial / name) as a, np.load(parallel / name) as b:
+                    assert np.array_equal(a["images"], b["images"])
+    images, rows = read_shards(parallel)
+    bar = mesh_bar()
+    assert not any(r["program"] in bar or tuple(r["fingerprint"]) in bar for r in rows)
+    assert "fillet" not in "".join(r["program"] for r in rows) and "chamfer" not in "".join(r["program"] for r in rows)
+    r = MeshExecutor().run(parse(rows[0]["program"]))  # the stored picture is the program's rendering
+    assert np.array_equal(render_mesh(r.solid.mesh, 32)[..., 0], images[0])
+
+    a = pack(parallel, tmp_path / "a.npz", val=3)
+    b = pack(parallel, tmp_path / "b.npz", val=3, workers=2, compress=False)
+    assert a["parts"] == b["parts"] and b["bytes"] > a["bytes"]  # the plain file is bigger
+    with np.load(tmp_path / "a.npz") as za, np.load(tmp_path / "b.npz") as zb:
+        assert za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files)
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    ims, toks = load_dataset(tmp_path / "b.npz")
+    assert len(ims) == len(toks) == a["train"]

@@ -74,9 +74,16 @@ def _arc(a: tuple[float, float], m: tuple[float, float], b: tuple[float, float],
     t0, tm, t1 = (math.atan2(p[1] - uy, p[0] - ux) for p in (a, m, b))
     tau = 2 * math.pi
     ccw = (t1 - t0) % tau
-    sweep = ccw if (tm - t0) % tau < ccw else ccw - tau  # the way that passes through m
-    n = _segments(r, sweep, sagitta)
-    pts = [(ux + r * math.cos(t0 + sweep * i / n), uy + r * math.sin(t0 + sweep * i / n)) for i in range(1, n)]
+    to_mid = (tm - t0) % tau
+    if to_mid < ccw:  # counter-clockwise from a through m to b
+        first, second = to_mid, ccw - to_mid
+    else:  # clockwise
+        first, second = to_mid - tau, ccw - to_mid
+    # a→m and m→b separately: the middle point stays a vertex (an apex is kept exactly)
+    n1, n2 = _segments(r, first, sagitta), _segments(r, second, sagitta)
+    pts = [(ux + r * math.cos(t0 + first * i / n1), uy + r * math.sin(t0 + first * i / n1)) for i in range(1, n1)]
+    pts.append(m)
+    pts += [(ux + r * math.cos(tm + second * i / n2), uy + r * math.sin(tm + second * i / n2)) for i in range(1, n2)]
     return pts + [b]
 
 
