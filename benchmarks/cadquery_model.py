@@ -135,7 +135,14 @@ def cmd_evaluate(a) -> dict:
     ns = tuple(int(x) for x in a.ns.split(",") if x)
     t0 = time.perf_counter()
     with Executor(workers=a.workers) as ex:
-        res = evaluate_candidates(cands, targets, images, ex, ns=ns, chamfer_points=a.chamfer_points)
+        pictures_by = None
+        if a.pictures == "mesh":
+            from img2prog.lang.cadquery.meshkernel import MeshFirst
+
+            pictures_by = MeshFirst(ex)
+        res = evaluate_candidates(cands, targets, images, ex, ns=ns, chamfer_points=a.chamfer_points,
+                                  pictures_by=pictures_by)
+        res["pictures_by"] = a.pictures
     res["seconds"] = time.perf_counter() - t0
     return res
 
@@ -170,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--testset", default="cadquery-test")
     e.add_argument("--ns", default="4,8,16")
     e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--pictures", choices=("occ", "mesh"), default="occ",
+                   help="what draws the candidates for ranking: the sandbox (OCC) or the mesh kernel "
+                        "(fast; the sandbox for fillets/chamfers). Scores always come from the sandbox.")
     e.add_argument("--chamfer-points", type=int, default=2048)
     e.add_argument("--json", default=None)
     a = ap.parse_args(argv)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +62,14 @@ def read_candidates(path: str | Path) -> list[list[Candidate]]:
 
 
 def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list[str], target_images: np.ndarray,
-                        executor, ns: tuple[int, ...] = (), chamfer_points: int = 2048) -> dict:
-    """Greedy and best-of-N metrics (N in ``ns`` plus all candidates) for one test set."""
+                        executor, ns: tuple[int, ...] = (), chamfer_points: int = 2048, pictures_by=None) -> dict:
+    """Greedy and best-of-N metrics (N in ``ns`` plus all candidates) for one test set.
+
+    Every distinct candidate is drawn once, by ``pictures_by`` (default: ``executor``; e.g.
+    :class:`~img2prog.lang.cadquery.meshkernel.MeshFirst` to rank by the mesh kernel's
+    pictures); scores (validity, IoU, Chamfer) always come from ``executor``."""
     from img2prog.lang.cadquery.metrics import score
+    from img2prog.models.cad_search import render_programs
 
     if not (len(candidates) == len(target_programs) == len(target_images)):
         raise ValueError(f"{len(candidates)} candidate rows, {len(target_programs)} targets, "
@@ -73,8 +79,12 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
     greedy = [r[0].program for r in candidates]
     rep = score(greedy, target_programs, executor, chamfer_points=chamfer_points)
     out["greedy"] = rep.to_dict()
+    t0 = time.perf_counter()
+    pictures = render_programs([c.program for row in candidates for c in row], pictures_by or executor,
+                               np.asarray(target_images).shape[1])
+    out["pictures_seconds"] = time.perf_counter() - t0
     for n in sorted({*(k for k in ns if k < n_all), n_all}):
-        choices = best_of_n(target_images, [r[:n] for r in candidates], executor)
+        choices = best_of_n(target_images, [r[:n] for r in candidates], executor, pictures=pictures)
         rep = score([c.program for c in choices], target_programs, executor, chamfer_points=chamfer_points)
         d = rep.to_dict()
         d["mean_agreement"] = float(np.mean([c.score if np.isfinite(c.score) else 0.0 for c in choices]))

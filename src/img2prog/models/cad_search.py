@@ -152,12 +152,14 @@ def choose(target: np.ndarray, candidates: Sequence[Candidate], pictures: dict[s
     return Choice(i, candidates[i].program, scores[i], scores, built)
 
 
-def best_of_n(targets: np.ndarray, candidates: Sequence[Sequence[Candidate]], executor, size: int | None = None) -> list[Choice]:
+def best_of_n(targets: np.ndarray, candidates: Sequence[Sequence[Candidate]], executor, size: int | None = None,
+              pictures: dict[str, np.ndarray | None] | None = None) -> list[Choice]:
     """:func:`choose` for every target picture; all distinct candidates are built in one batch
-    (the executor's workers in parallel)."""
+    (the executor's workers in parallel), unless ``pictures`` (:func:`render_programs`) has them."""
     targets = np.asarray(targets)
     if targets.ndim == 4:
         targets = targets[..., 0]
     size = size or targets.shape[-1]
-    pictures = render_programs([c.program for row in candidates for c in row], executor, size)
+    if pictures is None:
+        pictures = render_programs([c.program for row in candidates for c in row], executor, size)
     return [choose(t, row, pictures) for t, row in zip(targets, candidates)]

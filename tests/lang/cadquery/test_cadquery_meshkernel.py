@@ -97,8 +97,8 @@ def test_what_it_does_not_build():
         mk.build(p)
     r = mk.MeshExecutor().run(p)
     assert not r.ok and "fillet" in r.error
-    with pytest.raises(TypeError, match="Program"):
-        mk.MeshExecutor().run(HEAD + box(0.0, 0.0, 1.0, 1.0, 1.0) + "solid = solid0\n")
+    with pytest.raises(TypeError, match="programs or script text"):
+        mk.MeshExecutor().run(b"bytes")
 
 
 def test_a_union_that_only_touches_along_a_line_is_refused():
@@ -150,3 +150,19 @@ def test_generator_parts_from_the_mesh_kernel_are_valid_for_occ(executor):
     assert ones >= 23  # measured: 398 of 400 (two cuts leave slivers that OCC splits)
     for part, r in zip(parts, results):
         assert part.volume == pytest.approx(r.solid.volume, rel=0.03)
+
+
+def test_script_text_is_validated_not_executed():
+    r = mk.MeshExecutor().run("import os\nos.system('true')\n")
+    assert not r.ok and r.rejected
+    ok = mk.MeshExecutor().run(HEAD + box(0.0, 0.0, 1.0, 1.0, 1.0) + "solid = solid0\n")
+    assert ok.ok and ok.solid.volume == pytest.approx(1.0)
+
+
+def test_mesh_first_falls_back_to_the_sandbox_for_fillets(executor):
+    plain = HEAD + box(0.0, 0.0, 1.0, 1.0, 1.0) + "solid = solid0\n"
+    filleted = plain + "solid = solid.edges(\"|Z\").fillet(0.125)\n"
+    out = mk.MeshFirst(executor).run_many([plain, filleted, "not a program"])
+    assert out[0].ok and out[0].solid.faces == 0  # the mesh kernel's (it counts no faces)
+    assert out[1].ok and out[1].solid.faces > 0 and out[1].solid.volume < 1.0  # OCC's
+    assert not out[2].ok and out[2].rejected

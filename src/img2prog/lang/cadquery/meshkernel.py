@@ -184,15 +184,24 @@ def solid_info(solid, mesh: bool = True) -> SolidInfo:
 
 
 class MeshExecutor:
-    """Stands in for :class:`~.sandbox.Executor` where the generator checks its own programs:
-    ``run(program)`` builds it with the mesh kernel. One thread (``workers = 1``); run several
-    processes for parallel builds. ``SolidInfo.faces`` is not counted (0)."""
+    """Stands in for :class:`~.sandbox.Executor` where pictures or checks of programs are
+    wanted fast: ``run(program)`` builds it with the mesh kernel. Script text is parsed by the
+    static validator first (nothing is executed; a refused script is ``rejected``). One thread
+    (``workers = 1``); run several processes for parallel builds. ``SolidInfo.faces`` is not
+    counted (0)."""
 
     workers = 1
 
-    def run(self, program: Program, mesh: bool = True, brep: bool = False, limits=None) -> ExecResult:
+    def run(self, program: Program | str, mesh: bool = True, brep: bool = False, limits=None) -> ExecResult:
+        if isinstance(program, str):
+            from img2prog.lang.cadquery.parser import parse
+
+            try:
+                program = parse(program)
+            except ProgramError as e:
+                return ExecResult(ok=False, error=str(e), rejected=True)
         if not isinstance(program, Program):
-            raise TypeError("the mesh kernel builds Program objects, not script text")
+            raise TypeError(f"the mesh kernel builds programs or script text, not {type(program).__name__}")
         try:
             solid = build(program)
         except ProgramError as e:
@@ -200,6 +209,9 @@ class MeshExecutor:
         if solid.is_empty() or solid.volume() <= 0:
             return ExecResult(ok=False, error="the result is empty")
         return ExecResult(ok=True, solids=[solid_info(solid, mesh)])
+
+    def run_many(self, scripts: Iterable[Program | str], mesh: bool = True, brep: bool = False) -> list[ExecResult]:
+        return [self.run(s, mesh=mesh) for s in scripts]
 
     def map(self, fn, xs: Iterable) -> list:
         return [fn(x) for x in xs]
@@ -209,3 +221,21 @@ class MeshExecutor:
 
     def __exit__(self, *exc) -> None:
         pass
+
+
+class MeshFirst:
+    """Pictures for ranking candidates: the mesh kernel where it can build a program, the
+    sandbox (``fallback``, an :class:`~.sandbox.Executor`) for the rest (fillets, chamfers).
+    ``run_many`` only — the interface :func:`~img2prog.models.cad_search.render_programs` uses."""
+
+    def __init__(self, fallback):
+        self.fallback = fallback
+        self.mesh = MeshExecutor()
+
+    def run_many(self, scripts: Iterable[Program | str], mesh: bool = True, brep: bool = False) -> list[ExecResult]:
+        scripts = list(scripts)
+        out = self.mesh.run_many(scripts, mesh=mesh)
+        again = [i for i, r in enumerate(out) if not r.ok and not r.rejected and (r.error or "").startswith("the mesh kernel does not")]
+        for i, r in zip(again, self.fallback.run_many([scripts[i] for i in again], mesh=mesh)):
+            out[i] = r
+        return out
