@@ -36,9 +36,9 @@ from img2prog.lang.errors import ProgramError
 #: (relative, so a scaled copy of a part gets the same polygons and the same fingerprint)
 ANGULAR = 0.3
 LINEAR = 2e-3
-#: a union must share more surface than CONTACT × sagitta × part size (more than a sliver along
-#: a line): less is a contact along an edge or at a point, two solids for OCC
-CONTACT = 2.0
+#: a union must share more than CONTACT × the part's surface area with the part (more than
+#: rounding noise): less is a contact along an edge or at a point, two solids for OCC
+CONTACT = 1e-5
 
 
 class Unsupported(ProgramError):
@@ -90,7 +90,9 @@ def _arc(a: tuple[float, float], m: tuple[float, float], b: tuple[float, float],
 def _polygon(profile, sagitta: float) -> np.ndarray:
     if isinstance(profile, Circle):
         (cx, cy), r = profile.center, profile.radius
-        n = max(3, _segments(r, 2 * math.pi, sagitta))
+        # a multiple of 4: the four axis extremes are vertices, so a face laid on a circle's
+        # extreme touches it along a line (as in OCC), not along a flat strip of the polygon
+        n = 4 * math.ceil(max(3, _segments(r, 2 * math.pi, sagitta)) / 4)
         t = 2 * math.pi * np.arange(n) / n
         return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
     assert isinstance(profile, Loop)
@@ -163,7 +165,7 @@ def build(program: Program):
             # Bodies that meet only along an edge or at a point (a boss on the apex line of a
             # curved face) are one mesh here but two solids for OCC: shared area says which.
             shared = solid.surface_area() + other.surface_area() - joined.surface_area()
-            if shared <= CONTACT * sagitta * math.sqrt(max(joined.surface_area(), 0.0)):
+            if shared <= CONTACT * joined.surface_area():
                 raise ProgramError("the new body touches the part only along an edge or at a point")
             solid = joined
         else:
