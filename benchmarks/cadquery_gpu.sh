@@ -15,7 +15,7 @@
 # cad_candidates_turned.jsonl.gz, pick.json (held-out loss of each snapshot), log.csv, train.log.
 # Scoring (sandbox + OCC IoU) runs where CadQuery is:
 #   python benchmarks/cadquery_model.py evaluate --candidates $OUT/cad_candidates.jsonl.gz ...
-# Env overrides: DATA, TEST, PRESET, BATCH, LR, SAMPLES, SNAP, DEVICE, RUN, LIMIT (test pictures).
+# Env overrides: WHL, DATA, TEST, PRESET, BATCH, LR, SAMPLES, SNAP, DEVICE, RUN, LIMIT (test pictures).
 #
 # GEN_BUDGET=S (optional): when $DATA does not exist, first *build* it here with the mesh kernel
 # (manifold3d, carried in .whl): shards of GEN_SHARD parts on all cores for S seconds (at most
@@ -33,8 +33,9 @@ SNAP=${SNAP:-250}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/out}
 RUN=${RUN:-/tmp/run_cad}
-if [ -d .whl ] && ! python3 -c "import shapely, lark, manifold3d" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+WHL=${WHL:-.whl}   # wheels to install (shapely, lark; manifold3d for GEN_BUDGET)
+if [ -d "$WHL" ] && ! python3 -c "import shapely, lark" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHL"/*.whl || exit 1
 fi
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 mkdir -p "$OUT"

@@ -365,11 +365,13 @@ def turn_picture(images: np.ndarray) -> np.ndarray:
     return np.roll(images, images.shape[-1] // 2, axis=-1)
 
 
-def _pack_row(job: tuple[str, bool]) -> tuple[str | None, list[int], list[int]]:
-    """(scaled text or None when unscaled, tokens, turned tokens) of one program text."""
+def _pack_row(job: tuple[str, bool]) -> tuple[str | None, list[int], list[int]] | None:
+    """(scaled text or None when unscaled, tokens, turned tokens) of one program text; None
+    when it has no token sequence (a number off the grid, e.g. a through-cut deeper than 2)."""
     from img2prog.lang.cadquery import tokens
     from img2prog.lang.cadquery.ast import to_script
     from img2prog.lang.cadquery.parser import parse
+    from img2prog.lang.errors import ProgramError
 
     text, scale = job
     program = parse(text)
@@ -378,16 +380,19 @@ def _pack_row(job: tuple[str, bool]) -> tuple[str | None, list[int], list[int]]:
         program, factor = canonical_scale(program)
         if factor != 1:
             scaled = to_script(program)
-    seq = [tokens.BOS, *tokens.encode(program), tokens.EOS]
-    return scaled, seq, [tokens.BOS, *tokens.encode(turn_program(program)), tokens.EOS]
+    try:
+        seq = [tokens.BOS, *tokens.encode(program), tokens.EOS]
+        return scaled, seq, [tokens.BOS, *tokens.encode(turn_program(program)), tokens.EOS]
+    except ProgramError:
+        return None
 
 
 def pack(folder: str | Path, out: str | Path, val: int = 200, max_len: int = 256, scale: bool = True,
          workers: int = 1, compress: bool = True) -> dict:
     """Merge the shards of ``folder`` into ``out`` (.npz) + ``out`` with .jsonl (programs).
 
-    Duplicates across shards (by text or fingerprint) and programs longer than ``max_len``
-    tokens (``<bos>``/``<eos>`` included) are dropped; the last ``val`` parts become the
+    Duplicates across shards (by text or fingerprint), programs longer than ``max_len``
+    tokens (``<bos>``/``<eos>`` included) and programs off the token grid are dropped; the last ``val`` parts become the
     validation split. With ``scale``, small parts are doubled (:func:`canonical_scale`; the
     JSONL keeps the generated program as ``source``). ``tokens_turned`` holds each training
     part turned half a turn about +Z (:func:`turn_program`), whose picture is
@@ -412,8 +417,12 @@ def pack(folder: str | Path, out: str | Path, val: int = 200, max_len: int = 256
             packed = pool.map(_pack_row, jobs, chunksize=256)
     else:
         packed = [_pack_row(j) for j in jobs]
-    keep, seqs, turned, long, scaled = [], [], [], 0, 0
-    for i, (text, seq, seq_turned) in zip(first, packed):
+    keep, seqs, turned, long, scaled, off_grid = [], [], [], 0, 0, 0
+    for i, row in zip(first, packed):
+        if row is None:
+            off_grid += 1
+            continue
+        text, seq, seq_turned = row
         if len(seq) > max_len:
             long += 1
             continue
@@ -447,7 +456,7 @@ def pack(folder: str | Path, out: str | Path, val: int = 200, max_len: int = 256
                 row["source"] = rows[i]["source"]
             f.write(json.dumps(row) + "\n")
     return {"parts": n, "train": cut, "val": val, "scaled_up": scaled, "dropped_duplicates": len(rows) - len(first),
-            "dropped_long": long, "max_tokens": L, "bytes": out.stat().st_size}
+            "dropped_long": long, "dropped_off_grid": off_grid, "max_tokens": L, "bytes": out.stat().st_size}
 
 
 def render_testset(out: str | Path, name: str = "cadquery-test", image_size: int = 128, workers: int = 1) -> dict:
