@@ -151,3 +151,16 @@ def test_mesh_kernel_build_is_parallel_resumable_and_packs_in_parallel(tmp_path)
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
     ims, toks = load_dataset(tmp_path / "b.npz")
     assert len(ims) == len(toks) == a["train"]
+
+
+def test_pack_drops_programs_off_the_token_grid(tmp_path):
+    from img2prog.data.cad_dataset import _write_shard
+
+    ok = BOX.replace('solid = solid.edges("|Z").fillet(0.015625)\n', "")
+    deep = ok.replace("extrude(-0.125)", "extrude(-2.0078125)")  # a through-cut deeper than the grid's 2
+    rows = [{"index": i, "program": to_script(parse(p)), "fingerprint": [str(i)]} for i, p in enumerate([ok, deep, ok + "\n"])]
+    rows[2]["fingerprint"] = ["other"]  # same text as row 0: a duplicate all the same
+    (tmp_path / "s").mkdir()
+    _write_shard(tmp_path / "s", 0, rows, [np.zeros((8, 8), np.uint8)] * 3, 8)
+    info = pack(tmp_path / "s", tmp_path / "d.npz", val=0)
+    assert info["parts"] == 1 and info["dropped_off_grid"] == 1 and info["dropped_duplicates"] == 1
