@@ -38,11 +38,41 @@ The rule (for s-expression languages such as csg2d)
 
 :func:`extract_all` is the variant for replies that list several programs on purpose (the
 model mutator): every distinct valid candidate not nested inside another one, in order.
+
+The rule for script languages (cadquery)
+----------------------------------------
+Languages whose programs are scripts of statements over several lines (those in
+:data:`SCRIPT_LANGUAGES`) cannot be found by their parentheses. Their replies are read by the
+same decisions, applied to blocks of lines, and checked by the language's own parser
+(``language.canonical``), so the answer is always the canonical script:
+
+1. **Candidates** are the bodies of the Markdown code blocks (any language tag or none; a block
+   still open at the end of the reply runs to the end) and, outside code blocks, every run of
+   consecutive lines that look like code: blank lines, comments, ``import``/``from`` lines,
+   assignments ``name = ...`` and indented or continuation lines. Prose lines ("Here is the
+   script:") end a run, so a bare script with prose before or after it is still found.
+2. **Lenient layout.** Before parsing, a candidate gets these fixes, each recorded in
+   :attr:`Extraction.fixes`: a common indentation is removed (``"indent"``) and whole-line
+   ``show_object(...)`` calls, which only display the part in CadQuery's viewers, are dropped
+   (``"show_object"``). Neither changes the part. Anything else that does not parse is not a
+   program.
+3. (Quoted parts do not arise: a single line of a script is not a program.)
+4. **Code blocks win** and 5. **the last one wins**, exactly as above.
+6. **Truncation.** If no candidate parses and the reply ends inside the last candidate —
+   an unclosed code block, or code lines that are not complete Python (an unclosed
+   parenthesis...) — the longest prefix of whole lines that parses is salvaged and marked
+   ``repaired``: the last line is dropped first unless it ended with a newline (its last
+   number may be cut short), then lines are dropped from the end until the rest is a
+   program. A complete script that fails to parse is never "repaired" into a shorter one.
+7. **Nothing found** gives ``program=None``, as above. An empty code block is the empty
+   program only if the language has one (cadquery does not: a part needs an extrusion).
 """
 
 from __future__ import annotations
 
+import ast
 import re
+import textwrap
 from dataclasses import dataclass, field
 
 from img2prog.lang import Language, ProgramError, get_language
@@ -54,6 +84,15 @@ _COMMA = re.compile(r"(?<=\d)\s*,\s*(?=\d)")
 _DECIMAL = re.compile(r"(?<![\d.])(\d+)\.0+(?![\d.])")
 _TYPO_MINUS = re.compile(r"\(\s*[−–]")
 _TOKENS = re.compile(r"\(|\)|[+\-]|\d+|[A-Za-z]+|\S")
+
+#: languages whose programs are multi-line scripts, read by the script rule (module docstring);
+#: every other language is read by the s-expression rule
+SCRIPT_LANGUAGES = frozenset({"cadquery"})
+#: a line that may belong to a script outside a code block (rule 1 for scripts)
+_CODE_LINE = re.compile(r"(?:import\s|from\s|[A-Za-z_]\w*\s*=(?!=)|#|[ \t]|[)\].]|\r?$)")
+_SHOW_OBJECT = re.compile(r"^[ \t]*show_object[ \t]*\(.*\)[ \t]*;?[ \t]*(?:#.*)?(?:\r?\n|\Z)", re.MULTILINE)
+#: most prefixes tried when salvaging a truncated script (bounds the work on huge replies)
+_MAX_SALVAGE_TRIES = 512
 
 
 @dataclass(frozen=True)
@@ -223,6 +262,8 @@ def extract(reply: str, language: Language | str = "csg2d", *, repair: bool = Tr
     language = get_language(language) if isinstance(language, str) else language
     if not isinstance(reply, str):
         raise TypeError(f"reply must be a str, got {type(reply).__name__}")
+    if language.name in SCRIPT_LANGUAGES:
+        return _extract_script(reply, language, repair)
     outer, fences = _outermost(reply, language)
     valid = [c for c in outer if c.program is not None]
     if valid:
@@ -250,9 +291,122 @@ def extract_all(reply: str, language: Language | str = "csg2d") -> list[str]:
     """Every distinct valid program in a reply, in order of appearance: the outermost
     expressions that parse (for replies that list programs, e.g. the model mutator's)."""
     language = get_language(language) if isinstance(language, str) else language
+    if language.name in SCRIPT_LANGUAGES:
+        return list(dict.fromkeys(c.program for c in _script_candidates(reply, language) if c.program is not None))
     outer, _ = _outermost(reply, language)
     out: list[str] = []
     for c in outer:
         if c.program is not None and c.program not in out:
             out.append(c.program)
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# the script rule (cadquery)
+# ----------------------------------------------------------------------------------------
+
+def normalize_script(text: str) -> tuple[str, tuple[str, ...]]:
+    """Apply the lenient-layout fixes of the script rule; return the text and the fixes used."""
+    fixes = []
+    fixed = textwrap.dedent(text)
+    if fixed != text:
+        fixes.append("indent")
+    new = _SHOW_OBJECT.sub("", fixed)
+    if new != fixed:
+        fixes.append("show_object")
+    return new, tuple(fixes)
+
+
+def _script_candidates(reply: str, language: Language) -> list[_Candidate]:
+    """Code-block bodies and bare code-line runs, in order of appearance, parsed (rules 1-2).
+
+    ``closed`` is False for a candidate the reply ends inside (an unclosed code block, or a
+    bare run that reaches the end of the reply).
+    """
+    out: list[_Candidate] = []
+    blocks = list(_FENCE.finditer(reply))
+    for m in blocks:
+        closed = m.end(0) > m.end(1)  # the closing ``` was found
+        out.append(_Candidate(m.start(1), m.end(1), closed, m.group(1), True))
+    spans = [(m.start(), m.end()) for m in blocks]
+    run: list[int] = []  # [start, end] of the current run of code lines
+    pos = 0
+
+    def close_run() -> None:
+        if run:
+            a, b = run
+            text = reply[a:b]
+            lead = len(text) - len(text.lstrip("\r\n"))
+            body = text.strip("\r\n")
+            if body.strip():
+                at_end = not reply[b:].strip()
+                out.append(_Candidate(a + lead, a + lead + len(body), not at_end, body, False))
+            run.clear()
+
+    for line in reply.splitlines(keepends=True):
+        start, end = pos, pos + len(line)
+        pos = end
+        if any(a < end and start < b for a, b in spans) or not _CODE_LINE.match(line):
+            close_run()
+            continue
+        if run:
+            run[1] = end
+        else:
+            run.extend((start, end))
+    close_run()
+    out.sort(key=lambda c: c.start)
+    for c in out:
+        text, fixes = normalize_script(c.text)
+        c.program = _canonical_or_none(language, text)
+        c.fixes = fixes if c.program is not None else ()
+    return out
+
+
+def _incomplete_python(text: str) -> bool:
+    try:
+        ast.parse(text)
+    except SyntaxError:
+        return True
+    except (ValueError, RecursionError, MemoryError):
+        return False
+    return False
+
+
+def salvage_script(text: str, language: Language | str = "cadquery") -> str | None:
+    """The longest prefix of whole lines of a truncated script that is a program (rule 6 for
+    scripts), canonical, or None. The last line is dropped first unless ``text`` ends with a
+    newline: the cut may have shortened it (a number, a name) into something else valid."""
+    language = get_language(language) if isinstance(language, str) else language
+    fixed, _ = normalize_script(text)
+    lines = fixed.splitlines()
+    if not fixed.endswith("\n") and lines:
+        lines.pop()
+    for k in range(len(lines), max(0, len(lines) - _MAX_SALVAGE_TRIES), -1):
+        if not lines[k - 1].strip():
+            continue  # same prefix as a shorter one, minus trailing blank lines
+        program = _canonical_or_none(language, "\n".join(lines[:k]) + "\n")
+        if program is not None:
+            return program
+    return None
+
+
+def _extract_script(reply: str, language: Language, repair: bool) -> Extraction:
+    cands = _script_candidates(reply, language)
+    valid = [c for c in cands if c.program is not None]
+    if valid:
+        pool = [c for c in valid if c.fenced] or valid  # rule 4
+        best = pool[-1]  # rule 5
+        return Extraction(best.program, best.text, best.fenced, False, best.fixes, len(valid))
+    # Rule 6: the reply was cut inside its last candidate.
+    if repair and cands and not cands[-1].closed:
+        cut = cands[-1]
+        if cut.fenced or _incomplete_python(normalize_script(cut.text)[0]):
+            # from the candidate to the end of the reply: whether its last line ended matters
+            salvaged = salvage_script(reply[cut.start :], language)
+            if salvaged:
+                return Extraction(salvaged, cut.text, cut.fenced, True, normalize_script(cut.text)[1], 0)
+    # Rule 7: an empty code block is the empty program only where the language has one.
+    fences = _fence_ranges(reply)
+    if any(not reply[a:b].strip() for a, b in fences) and language.is_valid(""):
+        return Extraction(language.canonical(""), "", True, False, (), 0)
+    return Extraction(None)

@@ -28,14 +28,18 @@ from typing import Any
 import numpy as np
 
 from img2prog.models.hf.backend import GenerationSettings, HFModel, as_pil
-from img2prog.models.hf.extract import extract
+from img2prog.models.hf.extract import SCRIPT_LANGUAGES, extract, extract_all
 from img2prog.models.hf.prompting import mutation_prompt, user_message
 
 _NUMBERING = re.compile(r"^\s*(?:\d+\s*[.):]|[-*•])\s*")
 
 
 def programs_in_list(reply: str, language: str = "csg2d") -> list[str]:
-    """Program texts of a numbered-list reply, one per line, in order (see module docstring)."""
+    """Program texts of a numbered-list reply, one per line, in order (see module docstring).
+    Script languages (CadQuery) answer with one code block per program instead: every valid
+    script of the reply, in order."""
+    if language in SCRIPT_LANGUAGES:
+        return list(extract_all(reply, language))
     out: list[str] = []
     for line in reply.splitlines():
         body = _NUMBERING.sub("", line).strip().strip("`").strip()
