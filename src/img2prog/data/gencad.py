@@ -80,6 +80,7 @@ from img2prog.data.io import (
     _is_dataset_dir,
     _make_dataset,
     _pil_luminance,
+    iter_jsonl_lines,
     load_dataset_dir,
     normalize_image,
     save_dataset,
@@ -394,7 +395,7 @@ def _table_columns(path: Path) -> list[str]:
             raise DataError(f"{path}: not a readable CSV file ({e})") from None
         return [h for h in header if h]
     seen: list[str] = []
-    for _, obj in _jsonl_objects(path):
+    for _, obj in iter_jsonl_lines(path):
         seen.extend(k for k in obj if k not in seen)
         break
     return seen
@@ -408,25 +409,6 @@ class _csv_field_limit:
 
     def __exit__(self, *exc) -> None:
         csv.field_size_limit(self.old)
-
-
-def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) of a JSONL file, streamed; a broken line is a DataError naming it."""
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{lineno}: not UTF-8 text") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
 
 
 def _table_rows(path: Path, root: Path, image: str, code: str, name: str | None) -> Iterator[Row]:
@@ -453,7 +435,7 @@ def _table_rows(path: Path, root: Path, image: str, code: str, name: str | None)
             except (UnicodeDecodeError, csv.Error) as e:
                 raise DataError(f"{path}:{reader.line_num}: not a readable CSV row ({e})") from None
     else:
-        for lineno, row in _jsonl_objects(path):
+        for lineno, row in iter_jsonl_lines(path):
             yield _row_name(row, name, f"{label}:{lineno}"), row.get(image), row.get(code), base
 
 

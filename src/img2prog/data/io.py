@@ -23,7 +23,7 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,12 +57,12 @@ class DataError(ValueError):
 # --------------------------------------------------------------------------------------
 
 
-def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, object) for every non-blank line of a JSONL file, for messages that name lines."""
+def iter_jsonl_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file, streamed; a bad line is
+    a :class:`DataError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-    rows: list[tuple[int, dict]] = []
     # Read bytes and decode line by line, so a bad byte is reported on the right line.
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -78,8 +78,12 @@ def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict]]:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            rows.append((lineno, obj))
-    return rows
+            yield lineno, obj
+
+
+def read_jsonl_lines(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSONL file, for messages that name lines."""
+    return list(iter_jsonl_lines(path))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
