@@ -235,9 +235,21 @@ class MeshFirst:
         self.mesh = MeshExecutor()
 
     def run_many(self, scripts: Iterable[Program | str], mesh: bool = True, brep: bool = False) -> list[ExecResult]:
+        from img2prog.lang.cadquery.parser import parse
+
         scripts = list(scripts)
-        out = self.mesh.run_many(scripts, mesh=mesh)
-        again = [i for i, r in enumerate(out) if not r.ok and not r.rejected and (r.error or "").startswith("the mesh kernel does not")]
-        for i, r in zip(again, self.fallback.run_many([scripts[i] for i in again], mesh=mesh)):
+        out: list[ExecResult | None] = [None] * len(scripts)
+        finished = []  # programs with a fillet/chamfer: the sandbox's job
+        for i, s in enumerate(scripts):
+            try:
+                program = parse(s) if isinstance(s, str) else s
+            except ProgramError as e:
+                out[i] = ExecResult(ok=False, error=str(e), rejected=True)
+                continue
+            if any(isinstance(step, Finish) for step in program.steps):
+                finished.append(i)
+            else:
+                out[i] = self.mesh.run(program, mesh=mesh)
+        for i, r in zip(finished, self.fallback.run_many([scripts[i] for i in finished], mesh=mesh)):
             out[i] = r
         return out
