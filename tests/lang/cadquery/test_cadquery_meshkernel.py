@@ -166,3 +166,23 @@ def test_mesh_first_falls_back_to_the_sandbox_for_fillets(executor):
     assert out[0].ok and out[0].solid.faces == 0  # the mesh kernel's (it counts no faces)
     assert out[1].ok and out[1].solid.faces > 0 and out[1].solid.volume < 1.0  # OCC's
     assert not out[2].ok and out[2].rejected
+
+
+def test_perturbed_programs_never_raise():
+    """Model output is arbitrary: numbers zeroed or changed give a result (ok or a clear error)."""
+    import random
+    import re
+
+    from img2prog.lang.cadquery.testsets import testset_programs
+
+    rng = random.Random(0)
+    programs = testset_programs("cadquery-test")
+    ex = mk.MeshExecutor()
+
+    def change(m):
+        r = rng.random()
+        return "0.0" if r < 0.1 else repr(round(rng.uniform(-3, 3), 4)) if r < 0.2 else m.group(0)
+
+    outcomes = [ex.run(re.sub(r"-?\d+\.\d+", change, rng.choice(programs)), mesh=False) for _ in range(300)]
+    assert all(r.ok or r.error for r in outcomes)
+    assert 0 < sum(r.ok for r in outcomes) < len(outcomes)
