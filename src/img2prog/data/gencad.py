@@ -73,17 +73,16 @@ from PIL import Image
 from img2prog.data.io import (
     IMAGE_EXTENSIONS,
     DataError,
-    _array_luminance,
     _image_cell,
     _image_feature,
     _is_dataset_dict_dir,
     _is_dataset_dir,
     _make_dataset,
-    _pil_luminance,
     iter_jsonl_lines,
     load_dataset_dir,
     normalize_image,
     save_dataset,
+    square_luminance,
     write_jsonl,
 )
 from img2prog.lang.cadquery.ast import to_script
@@ -256,18 +255,7 @@ def to_picture(img: Image.Image | np.ndarray, size: int | None = DEFAULT_IMAGE_S
             h, w = (img.height, img.width) if isinstance(img, Image.Image) else np.asarray(img).shape[:2]
             size = max(h, w)
         return normalize_image(img, size, threshold)
-    lum = _pil_luminance(img) if isinstance(img, Image.Image) else _array_luminance(np.asarray(img))
-    h, w = lum.shape
-    if h == 0 or w == 0:
-        raise ValueError(f"image has no pixels ({w}×{h})")
-    if h != w:
-        side = max(h, w)
-        square = np.full((side, side), 255.0, dtype=np.float32)
-        top, left = (side - h) // 2, (side - w) // 2
-        square[top : top + h, left : left + w] = lum
-        lum = square
-    if size is not None and lum.shape != (size, size):
-        lum = np.asarray(Image.fromarray(lum).resize((size, size), Image.Resampling.BOX))
+    lum = square_luminance(img if isinstance(img, Image.Image) else np.asarray(img), size)
     grey = np.clip(np.rint(lum), 0, 255).astype(np.uint8)
     return np.repeat(grey[:, :, None], 3, axis=2)
 

@@ -242,6 +242,14 @@ def normalize_image(
     """
     if not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
+    lum = square_luminance(img, size)
+    out = np.where(lum < threshold, np.uint8(0), np.uint8(255))
+    return np.repeat(out[:, :, None], 3, axis=2)
+
+
+def square_luminance(img: Image.Image | np.ndarray, size: int | None) -> np.ndarray:
+    """Steps 1–3 of :func:`normalize_image`: float32 luminance (0 black … 255 white), padded
+    with white to a square and box-resized to ``size`` × ``size`` (None: the padded side)."""
     if isinstance(img, Image.Image):
         lum = _pil_luminance(img)
     elif isinstance(img, np.ndarray):
@@ -257,10 +265,9 @@ def normalize_image(
         top, left = (side - h) // 2, (side - w) // 2
         square[top : top + h, left : left + w] = lum
         lum = square
-    if lum.shape != (size, size):
+    if size is not None and lum.shape != (size, size):
         lum = np.asarray(Image.fromarray(lum).resize((size, size), Image.Resampling.BOX))  # float32 → "F"
-    out = np.where(lum < threshold, np.uint8(0), np.uint8(255))
-    return np.repeat(out[:, :, None], 3, axis=2)
+    return lum
 
 
 # --------------------------------------------------------------------------------------
