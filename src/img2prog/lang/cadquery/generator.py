@@ -53,6 +53,7 @@ from img2prog.lang.cadquery.ast import (
     Program,
     to_script,
 )
+from img2prog.lang.cadquery.geometry import circle_through
 from img2prog.lang.cadquery.sandbox import ExecResult, Executor, SolidInfo
 from img2prog.lang.cadquery.tokens import GRID_STEP, snap
 from img2prog.lang.errors import ProgramError
@@ -183,15 +184,10 @@ def _shape2d(p: Profile) -> Polygon:
 
 
 def _arc_points(a, m, b, n: int = 12) -> list[tuple[float, float]]:
-    ax, ay = a
-    bx, by = m
-    cx, cy = b
-    d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
-    if abs(d) < 1e-12:
+    circle = circle_through(a, m, b)
+    if circle is None:
         return [a, b]
-    ux = ((ax**2 + ay**2) * (by - cy) + (bx**2 + by**2) * (cy - ay) + (cx**2 + cy**2) * (ay - by)) / d
-    uy = ((ax**2 + ay**2) * (cx - bx) + (bx**2 + by**2) * (ax - cx) + (cx**2 + cy**2) * (bx - ax)) / d
-    r = math.hypot(ax - ux, ay - uy)
+    ux, uy, r = circle
     t0, t1, tm = (math.atan2(p[1] - uy, p[0] - ux) for p in (a, b, m))
     # go from t0 to t1 through tm
     def ccw(x, y):

@@ -1,4 +1,5 @@
-"""Meshes of solids, the shared normalisation, surface sampling and Chamfer distance (numpy only).
+"""Meshes of solids, the shared normalisation, surface sampling, Chamfer distance and the circle
+through three points (numpy only).
 
 **Normalisation** (used by IoU, Chamfer distance and rendering alike): a solid is translated
 so that the centre of its axis-aligned bounding box is the origin and scaled uniformly so
@@ -9,6 +10,7 @@ are normalised too. ``normalize=False`` in the metrics keeps raw coordinates.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +58,19 @@ class Mesh:
         v = self.vertices.astype(np.float64)
         a, b, c = v[self.triangles[:, 0]], v[self.triangles[:, 1]], v[self.triangles[:, 2]]
         return 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+
+
+def circle_through(a: tuple[float, float], m: tuple[float, float],
+                   b: tuple[float, float]) -> tuple[float, float, float] | None:
+    """(centre x, centre y, radius) of the circle through three points (a three-point arc's
+    ``start``, ``mid``, ``end``); None when they are collinear or repeated."""
+    (ax, ay), (mx, my), (bx, by) = a, m, b
+    d = 2 * (ax * (my - by) + mx * (by - ay) + bx * (ay - my))
+    if abs(d) < 1e-12:
+        return None
+    ux = ((ax**2 + ay**2) * (my - by) + (mx**2 + my**2) * (by - ay) + (bx**2 + by**2) * (ay - my)) / d
+    uy = ((ax**2 + ay**2) * (bx - mx) + (mx**2 + my**2) * (ax - bx) + (bx**2 + by**2) * (mx - ax)) / d
+    return ux, uy, math.hypot(ax - ux, ay - uy)
 
 
 def sample_surface(mesh: Mesh, n: int, seed: int = 0) -> np.ndarray:

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from img2prog.lang.cadquery.ast import Arc, Boolean, Circle, Extrusion, Finish, Loop, Program
-from img2prog.lang.cadquery.geometry import Mesh
+from img2prog.lang.cadquery.geometry import Mesh, circle_through
 from img2prog.lang.cadquery.sandbox import ExecResult, SolidInfo
 from img2prog.lang.errors import ProgramError
 
@@ -63,14 +63,11 @@ def _segments(radius: float, sweep: float, sagitta: float) -> int:
 
 def _arc(a: tuple[float, float], m: tuple[float, float], b: tuple[float, float],
          sagitta: float) -> list[tuple[float, float]]:
-    """Points after ``a`` up to ``b`` along the circle through a, m, b (a line if collinear)."""
-    (ax, ay), (mx, my), (bx, by) = a, m, b
-    d = 2 * (ax * (my - by) + mx * (by - ay) + bx * (ay - my))
-    if abs(d) < 1e-12:  # OCC refuses such an arc too (GC_MakeArcOfCircle: no result)
+    """Points after ``a`` up to ``b`` along the circle through a, m, b (collinear: ProgramError)."""
+    circle = circle_through(a, m, b)
+    if circle is None:  # OCC refuses such an arc too (GC_MakeArcOfCircle: no result)
         raise ProgramError(f"the arc through {a}, {m}, {b} is degenerate (collinear or repeated points)")
-    ux = ((ax**2 + ay**2) * (my - by) + (mx**2 + my**2) * (by - ay) + (bx**2 + by**2) * (ay - my)) / d
-    uy = ((ax**2 + ay**2) * (bx - mx) + (mx**2 + my**2) * (ax - bx) + (bx**2 + by**2) * (mx - ax)) / d
-    r = math.hypot(ax - ux, ay - uy)
+    ux, uy, r = circle
     t0, tm, t1 = (math.atan2(p[1] - uy, p[0] - ux) for p in (a, m, b))
     tau = 2 * math.pi
     ccw = (t1 - t0) % tau
