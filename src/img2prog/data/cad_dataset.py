@@ -290,28 +290,11 @@ def scale_program(program, factor: float):
 def approx_extent(program) -> float:
     """Longest side of the bounding box of the material-adding extrusions' control points
     (an over-estimate of the part's: cuts and intersections only remove)."""
-    from img2prog.lang.cadquery.ast import Boolean, Circle
+    from img2prog.lang.cadquery.ast import Boolean
+    from img2prog.lang.cadquery.meshkernel import control_points
 
-    pts = []
     bodies = [program.base] + [s.body for s in program.steps if isinstance(s, Boolean) and s.op == "union"]
-    for b in bodies:
-        o, x, n = (np.array(a, float) for a in (b.plane.origin, b.plane.x_dir, b.plane.normal))
-        y = np.cross(n, x)
-        uv = []
-        for c in b.profiles:
-            if isinstance(c, Circle):
-                uv += [(c.center[0] + dx * c.radius, c.center[1] + dy * c.radius) for dx in (-1, 1) for dy in (-1, 1)]
-            else:
-                uv.append(c.start)
-                for g in c.segments:
-                    uv.append(g.end)
-                    if hasattr(g, "mid"):
-                        uv.append(g.mid)
-        offsets = (-abs(b.distance), abs(b.distance)) if b.both else (0.0, b.distance)
-        for u, w in uv:
-            for d in offsets:
-                pts.append(o + u * x + w * y + d * n)
-    pts = np.array(pts)
+    pts = np.concatenate([control_points(b) for b in bodies])
     return float((pts.max(0) - pts.min(0)).max())
 
 

@@ -118,23 +118,26 @@ def _span(body: Extrusion) -> tuple[float, float]:
     return (-abs(d), abs(d)) if body.both else (min(0.0, d), max(0.0, d))
 
 
+def control_points(body: Extrusion) -> np.ndarray:
+    """(k, 3) global points that bound one extrusion: its sketch's points (loop vertices, arc
+    middles, circles' bounding squares) at both ends of its span."""
+    uv = []
+    for p in body.profiles:
+        if isinstance(p, Circle):
+            (cx, cy), r = p.center, p.radius
+            uv += [(cx - r, cy - r), (cx + r, cy + r)]
+        else:
+            uv += [p.start] + [q for s in p.segments for q in ((s.mid, s.end) if isinstance(s, Arc) else (s.end,))]
+    uv = np.asarray(uv, dtype=np.float64)
+    frame = _frame(body)
+    return np.concatenate([np.column_stack([uv, np.full(len(uv), w), np.ones(len(uv))]) @ frame.T
+                           for w in _span(body)])
+
+
 def diagonal(program: Program) -> float:
-    """Bounding-box diagonal of the extrusions' control points (circles as their squares):
-    the scale that the curve tolerance is relative to, known before anything is built."""
-    pts = []
-    for body in program.bodies():
-        uv = []
-        for p in body.profiles:
-            if isinstance(p, Circle):
-                (cx, cy), r = p.center, p.radius
-                uv += [(cx - r, cy - r), (cx + r, cy + r)]
-            else:
-                uv += [p.start] + [q for s in p.segments for q in ((s.mid, s.end) if isinstance(s, Arc) else (s.end,))]
-        uv = np.asarray(uv, dtype=np.float64)
-        for w in _span(body):
-            local = np.column_stack([uv, np.full(len(uv), w), np.ones(len(uv))])
-            pts.append(local @ _frame(body).T)
-    pts = np.concatenate(pts)
+    """Bounding-box diagonal of the extrusions' control points: the scale that the curve
+    tolerance is relative to, known before anything is built."""
+    pts = np.concatenate([control_points(body) for body in program.bodies()])
     return float(np.linalg.norm(pts.max(0) - pts.min(0)))
 
 
