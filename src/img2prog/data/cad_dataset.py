@@ -36,6 +36,7 @@ CLI::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -206,8 +207,8 @@ def build_shards(out: str | Path, shards: int, cfg: CadDataConfig = CadDataConfi
 
         bar = mesh_bar()
         jobs = [(out, k, cfg, bar, deadline) for k in todo]
-        with mp.get_context("forkserver").Pool(workers) if workers > 1 else _Serial() as pool:
-            for res in pool.imap_unordered(_mesh_shard, jobs):
+        with mp.get_context("forkserver").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            for res in (pool.imap_unordered(_mesh_shard, jobs) if pool else map(_mesh_shard, jobs)):
                 if res is not None:
                     report(*res)
     else:
@@ -224,20 +225,6 @@ def build_shards(out: str | Path, shards: int, cfg: CadDataConfig = CadDataConfi
                 idx = list(range(k * cfg.shard_size, (k + 1) * cfg.shard_size))
                 report(k, *_shard(out, k, cfg, bar, zip(idx, ex.map(gen.part, idx))), time.perf_counter() - t0)
     return {"built": built, "left": len(todo) - built, "parts": made, "barred": barred, "failed": failed}
-
-
-class _Serial:
-    """``multiprocessing.Pool``'s ``imap_unordered`` in this process (one worker)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    @staticmethod
-    def imap_unordered(fn, jobs):
-        return map(fn, jobs)
 
 
 def read_shards(folder: str | Path) -> tuple[np.ndarray, list[dict]]:
