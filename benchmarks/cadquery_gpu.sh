@@ -19,7 +19,7 @@
 #
 # GEN_BUDGET=S (optional): when $DATA does not exist, first *build* it here with the mesh kernel
 # (manifold3d, carried in .whl): shards of GEN_SHARD parts on all cores for S seconds (at most
-# GEN_SHARDS shards), then pack them uncompressed (only the test pictures need carrying then).
+# GEN_SHARDS shards; GEN_SEED picks the stream), then pack them uncompressed (only the test pictures need carrying then).
 set -o pipefail
 BUDGET=${1:-360}
 shift || true
@@ -43,7 +43,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --f
 SECONDS=0
 if [ -n "$GEN_BUDGET" ] && [ ! -f "$DATA" ]; then
   SHARDS_DIR=${SHARDS_DIR:-/tmp/cad_shards}
-  python3 -m img2prog.data.cad_dataset build "$SHARDS_DIR" --kernel mesh --shards "${GEN_SHARDS:-1000}" \
+  python3 -m img2prog.data.cad_dataset build "$SHARDS_DIR" --kernel mesh ${GEN_SEED:+--seed "$GEN_SEED"} --shards "${GEN_SHARDS:-1000}" \
     --shard-size "${GEN_SHARD:-500}" --workers "$(nproc)" --time-budget "$GEN_BUDGET" 2>&1 | tail -3 | tee "$OUT/gen.log" || exit 1
   echo "generate: ${SECONDS}s"
   python3 -m img2prog.data.cad_dataset pack "$SHARDS_DIR" "$DATA" --val "${GEN_VAL:-1000}" --workers "$(nproc)" --no-compress \

@@ -48,6 +48,41 @@ def test_choose_picks_the_candidate_whose_picture_agrees_best():
     assert c.index == 0 and c.score == -np.inf
 
 
+class _Verdicts:
+    """A stand-in verifier: builds exactly the texts in ``ok``; records what it was asked."""
+
+    def __init__(self, ok):
+        self.ok, self.asked = set(ok), []
+
+    def run_many(self, texts, mesh=True):
+        self.asked.append(list(texts))
+        return [type("R", (), {"ok": t in self.ok})() for t in texts]
+
+
+def test_best_of_n_verify_falls_back_to_the_next_best_program_the_verifier_builds():
+    target = np.full((8, 8), 255, np.uint8)
+    target[2:6, 2:6] = 100
+    exact, near, far = target.copy(), target.copy(), np.full((8, 8), 255, np.uint8)
+    near[2, 2] = 90
+    far[0:3, 0:3] = 50
+    pictures = {"exact": exact, "near": near, "far": far, "broken": None}
+    rows = [[Candidate("far", -1.0, "greedy"), Candidate("exact", -2.0, "sample"), Candidate("near", -3.0, "sample")],
+            [Candidate("near", -1.0, "greedy"), Candidate("broken", -2.0, "sample")],
+            [Candidate("exact", -1.0, "greedy")]]
+    targets = np.stack([target] * 3)
+    assert [c.program for c in best_of_n(targets, rows, None, pictures=pictures)] == ["exact", "near", "exact"]
+    # the verifier refuses "exact": rows 0 falls back to "near", row 2 has nothing left
+    v = _Verdicts({"near", "far"})
+    choices = best_of_n(targets, rows, None, pictures=pictures, verify=v)
+    assert [c.program for c in choices] == ["near", "near", "exact"]
+    assert choices[0].index == 2 and choices[0].built == 2 and choices[0].scores[1] == -np.inf
+    assert choices[2].score == -np.inf and choices[2].index == 0  # nothing built: the greedy text stays
+    assert v.asked == [["exact", "near"]]  # each distinct choice is checked once, "near" was known good
+    # everything it is asked about builds: the choices are the unverified ones
+    assert [c.program for c in best_of_n(targets, rows, None, pictures=pictures, verify=_Verdicts(pictures))] == \
+        ["exact", "near", "exact"]
+
+
 @pytest.mark.skipif(not cadquery_available(), reason="CadQuery is not installed (pip install 'img2prog[cad]')")
 def test_best_of_n_in_the_sandbox_picks_the_matching_part():
     from img2prog.lang.cadquery.render import render_mesh

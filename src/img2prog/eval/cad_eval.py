@@ -84,7 +84,9 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
                                np.asarray(target_images).shape[1])
     out["pictures_seconds"] = time.perf_counter() - t0
     for n in sorted({*(k for k in ns if k < n_all), n_all}):
-        choices = best_of_n(target_images, [r[:n] for r in candidates], executor, pictures=pictures)
+        # pictures from another kernel: the chosen program must also build in ``executor``
+        choices = best_of_n(target_images, [r[:n] for r in candidates], executor, pictures=pictures,
+                            verify=executor if pictures_by not in (None, executor) else None)
         rep = score([c.program for c in choices], target_programs, executor, chamfer_points=chamfer_points)
         d = rep.to_dict()
         d["mean_agreement"] = float(np.mean([c.score if np.isfinite(c.score) else 0.0 for c in choices]))

@@ -19,7 +19,7 @@ difference, wrong inner edges or shading less.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,8 +130,10 @@ def render_programs(texts: Sequence[str], executor, size: int) -> dict[str, np.n
     return {t: (render_mesh(r.solid.mesh, size)[..., 0] if r.ok else None) for t, r in zip(distinct, results)}
 
 
-def choose(target: np.ndarray, candidates: Sequence[Candidate], pictures: dict[str, np.ndarray | None]) -> Choice:
-    """The best-of-N choice for one target picture, given the candidates' pictures."""
+def choose(target: np.ndarray, candidates: Sequence[Candidate], pictures: dict[str, np.ndarray | None],
+           refused: Collection[str] = ()) -> Choice:
+    """The best-of-N choice for one target picture, given the candidates' pictures; texts in
+    ``refused`` count as not built whatever their picture (see ``verify`` in :func:`best_of_n`)."""
     from img2prog.lang.cadquery.parser import parse
     from img2prog.lang.cadquery.ast import num_nodes
     from img2prog.lang.errors import ProgramError
@@ -140,7 +142,7 @@ def choose(target: np.ndarray, candidates: Sequence[Candidate], pictures: dict[s
         raise ValueError("choose needs at least one candidate")
     scores, sizes = [], []
     for c in candidates:
-        pic = pictures.get(c.program)
+        pic = None if c.program in refused else pictures.get(c.program)
         scores.append(-np.inf if pic is None else image_agreement(target, pic))
         try:
             sizes.append(num_nodes(parse(c.program)))
@@ -148,18 +150,38 @@ def choose(target: np.ndarray, candidates: Sequence[Candidate], pictures: dict[s
             sizes.append(10**9)
     # Nothing built: keep the first candidate (the greedy one), as a plain decoder would.
     i = select_best(scores, sizes, [c.logprob for c in candidates]) if max(scores) > -np.inf else 0
-    built = sum(pictures.get(t) is not None for t in {c.program for c in candidates})
+    built = sum(pictures.get(t) is not None and t not in refused for t in {c.program for c in candidates})
     return Choice(i, candidates[i].program, scores[i], scores, built)
 
 
 def best_of_n(targets: np.ndarray, candidates: Sequence[Sequence[Candidate]], executor, size: int | None = None,
-              pictures: dict[str, np.ndarray | None] | None = None) -> list[Choice]:
+              pictures: dict[str, np.ndarray | None] | None = None, verify=None) -> list[Choice]:
     """:func:`choose` for every target picture; all distinct candidates are built in one batch
-    (the executor's workers in parallel), unless ``pictures`` (:func:`render_programs`) has them."""
+    (the executor's workers in parallel), unless ``pictures`` (:func:`render_programs`) has them.
+
+    ``verify`` (an executor, e.g. the sandbox when the pictures came from the mesh kernel): each
+    chosen program is built by it too, and one it refuses gives way to the row's next best, until
+    every choice builds or its row has nothing left. The mesh kernel draws 1–2 % of programs that
+    OCC then refuses (BRepCheck), so without this a wider search can lower the valid rate."""
     targets = np.asarray(targets)
     if targets.ndim == 4:
         targets = targets[..., 0]
     size = size or targets.shape[-1]
     if pictures is None:
         pictures = render_programs([c.program for row in candidates for c in row], executor, size)
-    return [choose(t, row, pictures) for t, row in zip(targets, candidates)]
+    choices = [choose(t, row, pictures) for t, row in zip(targets, candidates)]
+    if verify is None:
+        return choices
+    built: dict[str, bool] = {}  # verdicts of ``verify`` so far
+    refused: set[str] = set()
+    while True:
+        # chosen programs not yet checked (a row whose choice has no picture has nothing to check)
+        todo = list(dict.fromkeys(c.program for c in choices if c.score > -np.inf and c.program not in built))
+        if not todo:
+            return choices
+        for text, r in zip(todo, verify.run_many(todo, mesh=False)):
+            built[text] = r.ok
+            if not r.ok:
+                refused.add(text)
+        choices = [choose(t, row, pictures, refused) if c.program in refused else c
+                   for t, row, c in zip(targets, candidates, choices)]
