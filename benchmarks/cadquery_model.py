@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
@@ -140,8 +141,12 @@ def cmd_evaluate(a) -> dict:
             from img2prog.lang.cadquery.meshkernel import MeshFirst
 
             pictures_by = MeshFirst(ex)
+        bar = tqdm(total=len(cands), desc="refine", file=sys.stderr) if a.refine else None
         res = evaluate_candidates(cands, targets, images, ex, ns=ns, chamfer_points=a.chamfer_points,
-                                  pictures_by=pictures_by)
+                                  pictures_by=pictures_by, refine_rounds=a.refine, refine_workers=a.workers,
+                                  progress=bar.update if bar else None)
+        if bar:
+            bar.close()
         res["pictures_by"] = a.pictures
     res["seconds"] = time.perf_counter() - t0
     return res
@@ -181,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="what draws the candidates for ranking: the sandbox (OCC) or the mesh kernel "
                         "(fast; the sandbox for fillets/chamfers). Scores always come from the sandbox.")
     e.add_argument("--chamfer-points", type=int, default=2048)
+    e.add_argument("--refine", type=int, default=0, metavar="ROUNDS",
+                   help="also refine the best-of-all choices' numbers against the test pictures for up to "
+                        "ROUNDS rounds (img2prog.models.cad_refine; mesh kernel, ~1-2 s per round and picture)")
     e.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     res = {"candidates": cmd_candidates, "pick": cmd_pick, "evaluate": cmd_evaluate}[a.cmd](a)

@@ -40,3 +40,23 @@ def test_best_of_n_beats_a_wrong_greedy_program():
     # best of 2: target 0 can only choose CUBE (normalised IoU 0.5·0.25 = 0.125), target 1 keeps CUBE
     assert res["best_of_2"]["vsr"] == 1.0 and res["best_of_2"]["iou"] == pytest.approx((0.125 + 1.0) / 2, abs=1e-6)
     assert res["best_of_3"]["iou"] == pytest.approx(1.0, abs=1e-6) and res["best_of_3"]["chose_greedy"] == 0.5
+
+
+@pytest.mark.skipif(not cadquery_available(), reason="CadQuery is not installed (pip install 'img2prog[cad]')")
+def test_refined_best_choice_is_verified_and_scored():
+    pytest.importorskip("manifold3d")
+    from img2prog.lang.cadquery.meshkernel import MeshFirst
+    from img2prog.lang.cadquery.render import render_mesh
+
+    near = BOX.replace("0.5, -0.25).lineTo(0.5, 0.25)", "0.53125, -0.25).lineTo(0.53125, 0.25)")  # 4 steps wide
+    with Executor(workers=1, limits=Limits(cpu_s=10, wall_s=30)) as ex:
+        images = np.stack([render_mesh(ex.run(BOX).solid.mesh, 64)[..., 0]])
+        ticks = []
+        res = evaluate_candidates([[Candidate(near, -1.0, "greedy")]], [BOX], images, ex, chamfer_points=0,
+                                  pictures_by=MeshFirst(ex), refine_rounds=3, progress=lambda: ticks.append(1))
+    assert res["best_of_1"]["iou"] < 0.99
+    r = res["best_of_1_refined"]
+    # the refined box may sit shifted by 4 steps; IoU is taken after normalising position and scale
+    assert r["vsr"] == 1.0 and r["iou"] == pytest.approx(1.0, abs=1e-6) and r["changed"] == 1.0
+    assert r["mean_agreement"] > r["mean_agreement_before"] and r["refused_by_executor"] == 0
+    assert ticks == [1]

@@ -62,12 +62,19 @@ def read_candidates(path: str | Path) -> list[list[Candidate]]:
 
 
 def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list[str], target_images: np.ndarray,
-                        executor, ns: tuple[int, ...] = (), chamfer_points: int = 2048, pictures_by=None) -> dict:
+                        executor, ns: tuple[int, ...] = (), chamfer_points: int = 2048, pictures_by=None,
+                        refine_rounds: int = 0, refine_workers: int = 1, progress=None) -> dict:
     """Greedy and best-of-N metrics (N in ``ns`` plus all candidates) for one test set.
 
     Every distinct candidate is drawn once, by ``pictures_by`` (default: ``executor``; e.g.
     :class:`~img2prog.lang.cadquery.meshkernel.MeshFirst` to rank by the mesh kernel's
-    pictures); scores (validity, IoU, Chamfer) always come from ``executor``."""
+    pictures); scores (validity, IoU, Chamfer) always come from ``executor``.
+
+    ``refine_rounds`` > 0: the best-of-all choices are also refined against the test pictures
+    (:func:`~img2prog.models.cad_refine.refine_many`, mesh kernel, ``refine_workers``
+    processes; ``progress`` is called after each picture) and scored as
+    ``best_of_<N>_refined``; a refined program that ``executor`` cannot build keeps its
+    unrefined choice."""
     from img2prog.lang.cadquery.metrics import score
     from img2prog.models.cad_search import render_programs
 
@@ -93,4 +100,34 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
         d["built_per_image"] = float(np.mean([c.built for c in choices]))
         d["chose_greedy"] = float(np.mean([c.index == 0 for c in choices]))
         out[f"best_of_{n}"] = d
+    if refine_rounds > 0:
+        out[f"best_of_{n_all}_refined"] = _refined(choices, target_programs, target_images, executor,
+                                                    chamfer_points, refine_rounds, refine_workers, progress)
     return out
+
+
+def _refined(choices, target_programs, target_images, executor, chamfer_points, rounds, workers, progress) -> dict:
+    from img2prog.lang.cadquery.metrics import score
+    from img2prog.models.cad_refine import refine_many
+
+    t0 = time.perf_counter()
+    refined = refine_many(target_images, [c.program for c in choices], rounds=rounds, workers=workers,
+                          progress=progress)
+    seconds = time.perf_counter() - t0
+    changed = [r.program for r, c in zip(refined, choices) if r.rounds > 0]
+    builds = dict(zip(changed, (r.ok for r in executor.run_many(changed, mesh=False)))) if changed else {}
+    programs = [r.program if r.rounds > 0 and builds[r.program] else c.program for r, c in zip(refined, choices)]
+    d = score(programs, target_programs, executor, chamfer_points=chamfer_points).to_dict()
+    kept = [r for r, c in zip(refined, choices) if r.rounds > 0 and builds[r.program]]
+    d.update(
+        refine_rounds=rounds,
+        refine_seconds=seconds,
+        changed=len(kept) / len(choices),
+        refused_by_executor=len(changed) - len(kept),
+        mean_agreement_before=float(np.mean([c.score if np.isfinite(c.score) else 0.0 for c in choices])),
+        mean_agreement=float(np.mean([(r.score if r.rounds > 0 and builds[r.program] else c.score)
+                                      if np.isfinite(c.score) else 0.0 for r, c in zip(refined, choices)])),
+        rounds_used=float(np.mean([r.rounds for r in refined])),
+        drawn_per_image=float(np.mean([r.drawn for r in refined])),
+    )
+    return d
