@@ -58,5 +58,5 @@ def test_refined_best_choice_is_verified_and_scored():
     r = res["best_of_1_refined"]
     # the refined box may sit shifted by 4 steps; IoU is taken after normalising position and scale
     assert r["vsr"] == 1.0 and r["iou"] == pytest.approx(1.0, abs=1e-6) and r["changed"] == 1.0
-    assert r["mean_agreement"] > r["mean_agreement_before"] and r["refused_by_executor"] == 0
+    assert r["agreement_refined"] > r["agreement_before"] and r["stepped_back"] == 0.0
     assert ticks == [1]

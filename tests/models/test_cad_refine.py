@@ -5,7 +5,7 @@ import pytest
 
 from img2prog.lang.cadquery import tokens as T
 from img2prog.lang.cadquery.parser import parse
-from img2prog.models.cad_refine import moves, refine, refine_many
+from img2prog.models.cad_refine import Refined, last_that_builds, moves, refine, refine_many
 
 BOX = """import cadquery as cq
 solid = cq.Workplane("XY").moveTo(-0.5, -0.25).lineTo(0.5, -0.25).lineTo(0.5, 0.25).lineTo(-0.5, 0.25).close().extrude(0.25)
@@ -75,3 +75,13 @@ def test_refine_recovers_a_box_whose_sides_are_off_by_a_few_steps():
     assert again.score == 1.0 and again.rounds == 0 and parse(again.program) == parse(BOX)
     with pytest.raises(ValueError, match="2 programs"):
         refine_many(target[None], [BOX, BOX])
+
+
+def test_last_that_builds_steps_back_along_the_refinement_path(verdicts):
+    results = [Refined("c", 0.9, 0.5, 2, 10, ("a", "b", "c")),  # c refused, b builds
+               Refined("f", 0.9, 0.5, 2, 10, ("d", "e", "f")),  # nothing after the start builds
+               Refined("h", 0.9, 0.5, 1, 10, ("g", "h")),  # h builds
+               Refined("i", 0.5, 0.5, 0, 1, ("i",))]  # not refined: nothing to check
+    v = verdicts({"b", "h"})
+    assert last_that_builds(results, v) == ["b", "d", "h", "i"]
+    assert v.asked == [["c", "f", "h"], ["b", "e"]]

@@ -48,18 +48,7 @@ def test_choose_picks_the_candidate_whose_picture_agrees_best():
     assert c.index == 0 and c.score == -np.inf
 
 
-class _Verdicts:
-    """A stand-in verifier: builds exactly the texts in ``ok``; records what it was asked."""
-
-    def __init__(self, ok):
-        self.ok, self.asked = set(ok), []
-
-    def run_many(self, texts, mesh=True):
-        self.asked.append(list(texts))
-        return [type("R", (), {"ok": t in self.ok})() for t in texts]
-
-
-def test_best_of_n_verify_falls_back_to_the_next_best_program_the_verifier_builds():
+def test_best_of_n_verify_falls_back_to_the_next_best_program_the_verifier_builds(verdicts):
     target = np.full((8, 8), 255, np.uint8)
     target[2:6, 2:6] = 100
     exact, near, far = target.copy(), target.copy(), np.full((8, 8), 255, np.uint8)
@@ -72,14 +61,14 @@ def test_best_of_n_verify_falls_back_to_the_next_best_program_the_verifier_build
     targets = np.stack([target] * 3)
     assert [c.program for c in best_of_n(targets, rows, None, pictures=pictures)] == ["exact", "near", "exact"]
     # the verifier refuses "exact": rows 0 falls back to "near", row 2 has nothing left
-    v = _Verdicts({"near", "far"})
+    v = verdicts({"near", "far"})
     choices = best_of_n(targets, rows, None, pictures=pictures, verify=v)
     assert [c.program for c in choices] == ["near", "near", "exact"]
     assert choices[0].index == 2 and choices[0].built == 2 and choices[0].scores[1] == -np.inf
     assert choices[2].score == -np.inf and choices[2].index == 0  # nothing built: the greedy text stays
     assert v.asked == [["exact", "near"]]  # each distinct choice is checked once, "near" was known good
     # everything it is asked about builds: the choices are the unverified ones
-    assert [c.program for c in best_of_n(targets, rows, None, pictures=pictures, verify=_Verdicts(pictures))] == \
+    assert [c.program for c in best_of_n(targets, rows, None, pictures=pictures, verify=verdicts(pictures))] == \
         ["exact", "near", "exact"]
 
 

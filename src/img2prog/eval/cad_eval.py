@@ -73,8 +73,8 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
     ``refine_rounds`` > 0: the best-of-all choices are also refined against the test pictures
     (:func:`~img2prog.models.cad_refine.refine_many`, mesh kernel, ``refine_workers``
     processes; ``progress`` is called after each picture) and scored as
-    ``best_of_<N>_refined``; a refined program that ``executor`` cannot build keeps its
-    unrefined choice."""
+    ``best_of_<N>_refined``; where ``executor`` cannot build a refined program, the row
+    steps back to the last refinement step it builds (``stepped_back``: share of refined rows)."""
     from img2prog.lang.cadquery.metrics import score
     from img2prog.models.cad_search import render_programs
 
@@ -108,25 +108,23 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
 
 def _refined(choices, target_programs, target_images, executor, chamfer_points, rounds, workers, progress) -> dict:
     from img2prog.lang.cadquery.metrics import score
-    from img2prog.models.cad_refine import refine_many
+    from img2prog.models.cad_refine import last_that_builds, refine_many
 
     t0 = time.perf_counter()
     refined = refine_many(target_images, [c.program for c in choices], rounds=rounds, workers=workers,
                           progress=progress)
     seconds = time.perf_counter() - t0
-    changed = [r.program for r, c in zip(refined, choices) if r.rounds > 0]
-    builds = dict(zip(changed, (r.ok for r in executor.run_many(changed, mesh=False)))) if changed else {}
-    programs = [r.program if r.rounds > 0 and builds[r.program] else c.program for r, c in zip(refined, choices)]
+    # each row's last refinement step that the sandbox builds (the unrefined choice if none)
+    programs = [c.program if p == r.path[0] else p
+                for p, r, c in zip(last_that_builds(refined, executor), refined, choices)]
     d = score(programs, target_programs, executor, chamfer_points=chamfer_points).to_dict()
-    kept = [r for r, c in zip(refined, choices) if r.rounds > 0 and builds[r.program]]
     d.update(
         refine_rounds=rounds,
         refine_seconds=seconds,
-        changed=len(kept) / len(choices),
-        refused_by_executor=len(changed) - len(kept),
-        mean_agreement_before=float(np.mean([c.score if np.isfinite(c.score) else 0.0 for c in choices])),
-        mean_agreement=float(np.mean([(r.score if r.rounds > 0 and builds[r.program] else c.score)
-                                      if np.isfinite(c.score) else 0.0 for r, c in zip(refined, choices)])),
+        changed=float(np.mean([p != c.program for p, c in zip(programs, choices)])),
+        stepped_back=float(np.mean([p != r.program for p, r in zip(programs, refined) if r.rounds > 0] or [0.0])),
+        agreement_before=float(np.mean([c.score if np.isfinite(c.score) else 0.0 for c in choices])),
+        agreement_refined=float(np.mean([r.score if np.isfinite(r.score) else 0.0 for r in refined])),
         rounds_used=float(np.mean([r.rounds for r in refined])),
         drawn_per_image=float(np.mean([r.drawn for r in refined])),
     )

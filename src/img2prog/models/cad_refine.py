@@ -14,6 +14,10 @@ Moves, for every number token of the program:
   rectangle stays a rectangle when one of its sides moves (its corners repeat the side's
   coordinate) and a profile's shared coordinate moves as one.
 
+A program the mesh kernel draws may still be refused by OCC (a move can make two faces
+coincide exactly, which BRepCheck rejects), so :class:`Refined` keeps the whole ``path``: a
+caller that must build the result in OCC steps back along it (:func:`last_that_builds`).
+
 Only the target *picture* is used (never the ground-truth program), so this is a fair test-time
 method. Programs are drawn by the mesh kernel (:class:`~img2prog.lang.cadquery.meshkernel.MeshExecutor`,
 ~80–120 parts/s in one process), so a round of ~200 moves costs a couple of seconds;
@@ -43,6 +47,7 @@ class Refined:
     start_score: float  # the input's (-inf: it did not build)
     rounds: int  # rounds that improved the program
     drawn: int  # programs drawn
+    path: tuple[str, ...] = ()  # the programs it went through, the start first and ``program`` last
 
 
 def _sketch_of_position(ids: list[int]) -> list[int]:
@@ -101,13 +106,14 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
     try:
         ids = T.encode(parse(program))
     except ProgramError:
-        return Refined(program, -np.inf, -np.inf, 0, 0)
+        return Refined(program, -np.inf, -np.inf, 0, 0, (program,))
     best = T.decode(ids)
     pic = render_programs([best], executor, size)[best]
     best_score = start = -np.inf if pic is None else image_agreement(target, pic)
     drawn, improved = 1, 0
+    path = [best]
     if pic is None:  # nothing to climb from
-        return Refined(best, best_score, start, 0, drawn)
+        return Refined(best, best_score, start, 0, drawn, tuple(path))
     seen = {best}
     for _ in range(rounds):
         texts = [t for t in dict.fromkeys(_decode(m) for m in moves(ids, steps)) if t is not None and t not in seen]
@@ -122,8 +128,9 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
         if scores[k] <= best_score:
             break
         best, best_score, improved = texts[k], scores[k], improved + 1
+        path.append(best)
         ids = T.encode(parse(best))
-    return Refined(best, best_score, start, improved, drawn)
+    return Refined(best, best_score, start, improved, drawn, tuple(path))
 
 
 def _refine_job(args):
@@ -158,4 +165,22 @@ def refine_many(targets: np.ndarray, programs: Sequence[str], size: int | None =
             out.append(r)
             if progress:
                 progress()
+    return out
+
+
+def last_that_builds(results: Sequence[Refined], executor) -> list[str]:
+    """Per result, the last program of its ``path`` that ``executor`` (e.g. the sandbox)
+    builds — its refined program when that builds — or the start program if none does.
+
+    Builds the refined programs first, then, for the rows refused, all earlier steps at once."""
+    out = [r.program for r in results]
+    finals = list(dict.fromkeys(r.program for r in results if r.rounds > 0))
+    ok = dict(zip(finals, (x.ok for x in executor.run_many(finals, mesh=False)))) if finals else {}
+    refused = [i for i, r in enumerate(results) if r.rounds > 0 and not ok[r.program]]
+    earlier = list(dict.fromkeys(t for i in refused for t in results[i].path[1:-1] if t not in ok))
+    if earlier:
+        ok.update(zip(earlier, (x.ok for x in executor.run_many(earlier, mesh=False))))
+    for i in refused:
+        path = results[i].path
+        out[i] = next((t for t in reversed(path[1:-1]) if ok[t]), path[0])
     return out
