@@ -215,6 +215,13 @@ def test_primitive_geometry_is_the_reference_geometry():
         assert geom.wkb == wkb, node
     for node, wkb in list(zip(nodes, expected))[::7]:
         assert rendering._build_primitives([node])[0].wkb == wkb, node
+    # Quads take array arithmetic from _VECTOR_QUADS on, one at a time below: both sides of
+    # the threshold, a mix of w = 0 (4-point rings) and w > 0 (5 points) in the same call.
+    pairs = list(zip(nodes, expected))[len(circles) :]
+    for k in (rendering._VECTOR_QUADS - 1, rendering._VECTOR_QUADS):
+        for lo in range(0, 400, k):
+            part = pairs[lo : lo + k]
+            assert [g.wkb for g in rendering._build_primitives([n for n, _ in part])] == [w for _, w in part]
     assert rendering._circle(3, 4, 5).wkb == Point(4, 5).buffer(3).wkb
     assert rendering._quad(1, 2, 3, 4, 5).wkb == rotate(box(-0.5, 0, 2.5, 4), 5, origin=(1, 2)).wkb
 
@@ -351,9 +358,10 @@ def test_batch_errors_keep_offsets_across_processes():
             assert np.array_equal(out[i], render_gray("(Circle 3 8 8)", 32))
 
 
-def test_batch_forked_writes_one_shared_array(monkeypatch):
-    """The fork path: workers fill the returned array in place; it must be an ordinary,
-    writable, picklable array equal to the in-process result, errors at their offsets."""
+def test_batch_forked_recycles_shared_slots(monkeypatch):
+    """The fork path: workers render chunks into a few recycled shared scratch slots that the
+    parent copies out; the result must be an ordinary, writable, picklable array equal to the
+    in-process result, errors at their offsets, with more chunks than slots (every slot reused)."""
     if rendering._fork_context() is None:
         pytest.skip("no fork start method on this platform")
     rng = random.Random(11)
@@ -366,7 +374,8 @@ def test_batch_forked_writes_one_shared_array(monkeypatch):
     assert calls, "the fork path was not taken"
     assert np.array_equal(out, expected) and out.shape == (121, 48, 48)
     assert [type(e) for e in errors] == [type(e) for e in expected_errors] and errors[-1].offset == 14
-    assert rendering._FORKED_OUT is None  # the module does not keep the last batch alive
+    assert len(programs) > 16 * rendering._SLOTS_PER_WORKER * 2  # slots were reused
+    assert rendering._FORKED_SCRATCH is None  # the module does not keep the scratch alive
     assert gc.get_freeze_count() == 0  # the parent's objects are back under the collector
     out[0] = 7  # writable, and a pickle round trip is a plain copy
     assert np.array_equal(pickle.loads(pickle.dumps(out))[0], out[0])
@@ -389,6 +398,53 @@ def test_batch_in_waves_when_shared_memory_is_small(monkeypatch):
     monkeypatch.setattr(rendering, "_shared_memory_budget", lambda: 0)
     out, _ = render_batch_rgb(programs, 64, workers=2, chunk_size=16)
     assert np.array_equal(out, expected)
+
+
+def test_batch_chunk_boundaries():
+    """Chunks are parsed, built and rasterised together (one flat list of ring coordinates
+    per chunk): every position in a chunk, the last included, gets its own program's pixels,
+    unparsable and GEOS-failing programs among them."""
+    rng = random.Random(17)
+    programs = [random_program(rng) for _ in range(36)] + ["(Circle 3 8)", "(Circle 2 5 5)"]
+    refs = [reference_gray(p, 32) for p in programs[:-2]] + [None, reference_gray("(Circle 2 5 5)", 32)]
+    for k in range(1, len(programs) + 1):  # each program in turn is the last of the chunk
+        out, errors = render_batch(programs[:k], 32, workers=1)
+        i = k - 1
+        if isinstance(errors[i], ProgramError) and not isinstance(errors[i], RenderError):
+            assert refs[i] is None and (out[i] == 255).all()
+        else:
+            assert _first_mismatch(programs[i:k], refs[i:k], out[i:k], errors[i:k]) is None, k
+    out, errors = render_batch(programs, 32, workers=2, chunk_size=5)
+    assert isinstance(errors[-2], ProgramError) and (out[-2] == 255).all()
+    keep = [i for i in range(len(programs)) if i != len(programs) - 2]
+    picked = [programs[i] for i in keep], [refs[i] for i in keep], out[keep], [errors[i] for i in keep]
+    assert _first_mismatch(*picked) is None
+
+
+def test_chunk_rings_are_each_geometrys_rings():
+    """``_chunk_rings`` on many geometries = ``_pixel_rings`` on each (same coordinates, same
+    hole flags, same order), for Polygons with and without holes, MultiPolygons, empty
+    geometry and collections (None: drawn part by part)."""
+    rng = random.Random(23)
+    geoms = []
+    while len(geoms) < 300:
+        try:
+            geoms.append(geometry(random_program(rng)))
+        except shapely.errors.GEOSException:  # the reference fails on it too; not a geometry
+            pass
+    geoms += [shapely.Polygon(), shapely.from_wkt("MULTIPOLYGON EMPTY"), shapely.from_wkt("LINESTRING (0 0, 1 1)")]
+    kinds = {g.geom_type for g in geoms}
+    assert {"Polygon", "MultiPolygon", "GeometryCollection"} <= kinds
+    assert any(shapely.get_num_interior_rings(g) for g in geoms if g.geom_type == "Polygon")
+    for size in (256, 37):
+        coords, spans = rendering._chunk_rings(geoms, size)
+        for g, own in zip(geoms, spans):
+            single = rendering._pixel_rings(g, size)
+            if single is None:
+                assert own is None, g.wkt
+                continue
+            assert [coords[a:b] for a, b, _ in own] == [single[0][a:b] for a, b, _ in single[1]], g.wkt
+            assert [h for _, _, h in own] == [h for _, _, h in single[1]], g.wkt
 
 
 def test_batch_edge_sizes():
