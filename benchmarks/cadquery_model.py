@@ -141,9 +141,10 @@ def cmd_evaluate(a) -> dict:
             from img2prog.lang.cadquery.meshkernel import MeshFirst
 
             pictures_by = MeshFirst(ex)
-        bar = tqdm(total=len(cands), desc="refine", file=sys.stderr) if a.refine else None
+        bar = tqdm(total=len(cands) * a.refine_top, desc="refine", file=sys.stderr) if a.refine else None
         res = evaluate_candidates(cands, targets, images, ex, ns=ns, chamfer_points=a.chamfer_points,
                                   pictures_by=pictures_by, refine_rounds=a.refine, refine_workers=a.workers,
+                                  refine_top=a.refine_top,
                                   progress=bar.update if bar else None)
         if bar:
             bar.close()
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--refine", type=int, default=0, metavar="ROUNDS",
                    help="also refine the best-of-all choices' numbers against the test pictures for up to "
                         "ROUNDS rounds (img2prog.models.cad_refine; mesh kernel, ~1-2 s per round and picture)")
+    e.add_argument("--refine-top", type=int, default=1, metavar="K",
+                   help="refine each picture's K best-agreeing distinct candidates, keep the best refined one")
     e.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     res = {"candidates": cmd_candidates, "pick": cmd_pick, "evaluate": cmd_evaluate}[a.cmd](a)

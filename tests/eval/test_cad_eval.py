@@ -60,3 +60,24 @@ def test_refined_best_choice_is_verified_and_scored():
     assert r["vsr"] == 1.0 and r["iou"] == pytest.approx(1.0, abs=1e-6) and r["changed"] == 1.0
     assert r["agreement_refined"] > r["agreement_before"] and r["stepped_back"] == 0.0
     assert ticks == [1]
+
+
+@pytest.mark.skipif(not cadquery_available(), reason="CadQuery is not installed (pip install 'img2prog[cad]')")
+def test_refining_the_top_two_candidates_keeps_the_best_refined_one():
+    pytest.importorskip("manifold3d")
+    from img2prog.lang.cadquery.meshkernel import MeshFirst
+    from img2prog.lang.cadquery.render import render_mesh
+
+    near = BOX.replace("extrude(0.25)", "extrude(0.21875)")  # 4 steps too thin: one move away
+    far = BOX.replace("extrude(0.25)", "extrude(0.75)")  # 64 steps too thick: out of reach in 2 rounds
+    with Executor(workers=1, limits=Limits(cpu_s=10, wall_s=30)) as ex:
+        images = np.stack([render_mesh(ex.run(BOX).solid.mesh, 64)[..., 0]])
+        ticks = []
+        # the far box comes first (greedy) but agrees worse, so best-of-2 chooses the near one
+        res = evaluate_candidates([[Candidate(far, -1.0, "greedy"), Candidate(near, -2.0, "sample")]], [BOX], images,
+                                  ex, chamfer_points=0, pictures_by=MeshFirst(ex), refine_rounds=2, refine_top=2,
+                                  progress=lambda: ticks.append(1))
+    r = res["best_of_2_refined_top2"]
+    assert len(ticks) == 2 and r["refine_top"] == 2  # both candidates were refined
+    assert r["iou"] == pytest.approx(1.0, abs=1e-6) and r["agreement_refined"] == pytest.approx(1.0)
+    assert res["best_of_2"]["iou"] < 0.99

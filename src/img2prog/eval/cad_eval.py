@@ -63,7 +63,8 @@ def read_candidates(path: str | Path) -> list[list[Candidate]]:
 
 def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list[str], target_images: np.ndarray,
                         executor, ns: tuple[int, ...] = (), chamfer_points: int = 2048, pictures_by=None,
-                        refine_rounds: int = 0, refine_workers: int = 1, progress=None) -> dict:
+                        refine_rounds: int = 0, refine_workers: int = 1, refine_top: int = 1,
+                        progress=None) -> dict:
     """Greedy and best-of-N metrics (N in ``ns`` plus all candidates) for one test set.
 
     Every distinct candidate is drawn once, by ``pictures_by`` (default: ``executor``; e.g.
@@ -74,7 +75,9 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
     (:func:`~img2prog.models.cad_refine.refine_many`, mesh kernel, ``refine_workers``
     processes; ``progress`` is called after each picture) and scored as
     ``best_of_<N>_refined``; where ``executor`` cannot build a refined program, the row
-    steps back to the last refinement step it builds (``stepped_back``: share of refined rows)."""
+    steps back to the last refinement step it builds (``stepped_back``: share of refined rows).
+    ``refine_top`` > 1 refines that many of a row's best-agreeing distinct candidates and keeps
+    the refined one that agrees best (``refine_top`` times the cost)."""
     from img2prog.lang.cadquery.metrics import score
     from img2prog.models.cad_search import render_programs
 
@@ -101,25 +104,41 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
         d["chose_greedy"] = float(np.mean([c.index == 0 for c in choices]))
         out[f"best_of_{n}"] = d
     if refine_rounds > 0:
-        out[f"best_of_{n_all}_refined"] = _refined(choices, target_programs, target_images, executor,
-                                                    chamfer_points, refine_rounds, refine_workers, progress)
+        key = f"best_of_{n_all}_refined" + (f"_top{refine_top}" if refine_top > 1 else "")
+        out[key] = _refined(choices, candidates, target_programs, target_images, executor, chamfer_points,
+                            refine_rounds, refine_workers, refine_top, progress)
     return out
 
 
-def _refined(choices, target_programs, target_images, executor, chamfer_points, rounds, workers, progress) -> dict:
+def _refined(choices, candidates, target_programs, target_images, executor, chamfer_points, rounds, workers, top,
+             progress) -> dict:
     from img2prog.lang.cadquery.metrics import score
     from img2prog.models.cad_refine import last_that_builds, refine_many
 
+    # per row: the choice, then its next best-agreeing distinct candidates that were drawn
+    starts = []
+    for c, row in zip(choices, candidates):
+        ranked = sorted(range(len(row)), key=lambda i: -c.scores[i])
+        texts = list(dict.fromkeys([c.program] + [row[i].program for i in ranked if np.isfinite(c.scores[i])]))
+        starts.append(texts[:top])
+    flat = [(i, t) for i, texts in enumerate(starts) for t in texts]
     t0 = time.perf_counter()
-    refined = refine_many(target_images, [c.program for c in choices], rounds=rounds, workers=workers,
-                          progress=progress)
+    results = refine_many(np.asarray(target_images)[[i for i, _ in flat]], [t for _, t in flat], rounds=rounds,
+                          workers=workers, progress=progress)
     seconds = time.perf_counter() - t0
-    # each row's last refinement step that the sandbox builds (the unrefined choice if none)
+    best: dict = {}  # row → its refined result that agrees best with the picture
+    for (i, _), r in zip(flat, results):  # the first start (the choice) wins ties
+        if i not in best or r.score > best[i].score:
+            best[i] = r
+    refined = [best[i] for i in range(len(choices))]
+    # each row's last refinement step that the sandbox builds; a row that steps all the way back
+    # keeps its (sandbox-checked) choice, whichever candidate the refinement started from
     programs = [c.program if p == r.path[0] else p
                 for p, r, c in zip(last_that_builds(refined, executor), refined, choices)]
     d = score(programs, target_programs, executor, chamfer_points=chamfer_points).to_dict()
     d.update(
         refine_rounds=rounds,
+        refine_top=top,
         refine_seconds=seconds,
         changed=float(np.mean([p != c.program for p, c in zip(programs, choices)])),
         stepped_back=float(np.mean([p != r.program for p, r in zip(programs, refined) if r.rounds > 0] or [0.0])),
