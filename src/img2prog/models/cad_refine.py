@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from img2prog.lang.cadquery import tokens as T
+from img2prog.lang.cadquery.ast import Program, to_script
 from img2prog.lang.cadquery.parser import parse
 from img2prog.lang.errors import ProgramError
 from img2prog.models.cad_search import image_agreement, render_programs
@@ -84,12 +85,13 @@ def moves(ids: Sequence[int], steps: Sequence[int] = (1, 4)) -> list[list[int]]:
     return [list(t) for t in out]
 
 
-def _decode(ids: list[int]) -> str | None:
+def _program(ids: list[int]) -> Program | None:
+    """The program of a token sequence, or None. Built straight from the tokens: the nodes
+    validate themselves as the parser's do (a move can make a segment degenerate), and parsing
+    the printed script again cost about a third of a refinement's time."""
     try:
-        text = T.decode(ids)
-        parse(text)  # the static validator; a move can make a segment degenerate
-        return text
-    except (ProgramError, ValueError):
+        return T._Reader(list(ids)).program()
+    except (T._DecodeError, ProgramError):
         return None
 
 
@@ -116,12 +118,16 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
         return Refined(best, best_score, start, 0, drawn, tuple(path))
     seen = {best}
     for _ in range(rounds):
-        texts = [t for t in dict.fromkeys(_decode(m) for m in moves(ids, steps)) if t is not None and t not in seen]
-        texts = texts[: max(0, max_drawings - drawn)]
+        programs = {}
+        for m in moves(ids, steps):
+            p = _program(m)
+            if p is not None:
+                programs.setdefault(to_script(p), p)
+        texts = [t for t in programs if t not in seen][: max(0, max_drawings - drawn)]
         if not texts:
             break
         seen.update(texts)
-        pictures = render_programs(texts, executor, size)
+        pictures = render_programs(texts, executor, size, parsed=programs)
         drawn += len(texts)
         scores = [-np.inf if pictures[t] is None else image_agreement(target, pictures[t]) for t in texts]
         k = int(np.argmax(scores))
@@ -129,7 +135,7 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
             break
         best, best_score, improved = texts[k], scores[k], improved + 1
         path.append(best)
-        ids = T.encode(parse(best))
+        ids = T.encode(programs[best])
     return Refined(best, best_score, start, improved, drawn, tuple(path))
 
 

@@ -121,12 +121,16 @@ class Choice:
     built: int  # distinct candidates that built a solid
 
 
-def render_programs(texts: Sequence[str], executor, size: int) -> dict[str, np.ndarray | None]:
-    """Distinct texts → grey picture at ``size`` (None: rejected by the validator or did not build)."""
+def render_programs(texts: Sequence[str], executor, size: int, parsed=None) -> dict[str, np.ndarray | None]:
+    """Distinct texts → grey picture at ``size`` (None: rejected by the validator or did not build).
+
+    ``parsed`` (optional): text → its already-built ``Program``, run as is (the executor then
+    does not parse the text again; refinement makes thousands of programs from tokens)."""
     from img2prog.lang.cadquery.render import render_mesh
 
     distinct = list(dict.fromkeys(texts))
-    results = executor.run_many(distinct, mesh=True)
+    parsed = parsed or {}
+    results = executor.run_many([parsed.get(t, t) for t in distinct], mesh=True)
     return {t: (render_mesh(r.solid.mesh, size)[..., 0] if r.ok else None) for t, r in zip(distinct, results)}
 
 
