@@ -93,10 +93,11 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
     pictures = render_programs([c.program for row in candidates for c in row], pictures_by or executor,
                                np.asarray(target_images).shape[1])
     out["pictures_seconds"] = time.perf_counter() - t0
+    verdicts: dict[str, bool] = {}  # which programs ``executor`` builds, shared by every N
     for n in sorted({*(k for k in ns if k < n_all), n_all}):
         # pictures from another kernel: the chosen program must also build in ``executor``
         choices = best_of_n(target_images, [r[:n] for r in candidates], executor, pictures=pictures,
-                            verify=executor if pictures_by not in (None, executor) else None)
+                            verify=executor if pictures_by not in (None, executor) else None, verdicts=verdicts)
         rep = score([c.program for c in choices], target_programs, executor, chamfer_points=chamfer_points)
         d = rep.to_dict()
         d["mean_agreement"] = float(np.mean([c.score if np.isfinite(c.score) else 0.0 for c in choices]))
@@ -106,12 +107,12 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
     if refine_rounds > 0:
         key = f"best_of_{n_all}_refined" + (f"_top{refine_top}" if refine_top > 1 else "")
         out[key] = _refined(choices, candidates, target_programs, target_images, executor, chamfer_points,
-                            refine_rounds, refine_workers, refine_top, progress)
+                            refine_rounds, refine_workers, refine_top, progress, verdicts)
     return out
 
 
 def _refined(choices, candidates, target_programs, target_images, executor, chamfer_points, rounds, workers, top,
-             progress) -> dict:
+             progress, verdicts) -> dict:
     from img2prog.lang.cadquery.metrics import score
     from img2prog.models.cad_refine import last_that_builds, refine_many
 
@@ -134,7 +135,7 @@ def _refined(choices, candidates, target_programs, target_images, executor, cham
     # each row's last refinement step that the sandbox builds; a row that steps all the way back
     # keeps its (sandbox-checked) choice, whichever candidate the refinement started from
     programs = [c.program if p == r.path[0] else p
-                for p, r, c in zip(last_that_builds(refined, executor), refined, choices)]
+                for p, r, c in zip(last_that_builds(refined, executor, verdicts), refined, choices)]
     d = score(programs, target_programs, executor, chamfer_points=chamfer_points).to_dict()
     d.update(
         refine_rounds=rounds,

@@ -26,16 +26,18 @@ method. Programs are drawn by the mesh kernel (:class:`~img2prog.lang.cadquery.m
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from img2prog.lang.cadquery import tokens as T
-from img2prog.lang.cadquery.ast import Program, to_script
+from img2prog.lang.cadquery.ast import to_script
 from img2prog.lang.cadquery.parser import parse
 from img2prog.lang.errors import ProgramError
-from img2prog.models.cad_search import image_agreement, render_programs
+from img2prog.models.cad_search import check_builds, image_agreement, render_programs
 
 #: ids of number tokens (grid values GRID_MIN..GRID_MAX)
 _NUM_LO, _NUM_HI = T.number_id(T.GRID_MIN), T.number_id(T.GRID_MAX)
@@ -85,16 +87,6 @@ def moves(ids: Sequence[int], steps: Sequence[int] = (1, 4)) -> list[list[int]]:
     return [list(t) for t in out]
 
 
-def _program(ids: list[int]) -> Program | None:
-    """The program of a token sequence, or None. Built straight from the tokens: the nodes
-    validate themselves as the parser's do (a move can make a segment degenerate), and parsing
-    the printed script again cost about a third of a refinement's time."""
-    try:
-        return T._Reader(list(ids)).program()
-    except (T._DecodeError, ProgramError):
-        return None
-
-
 def refine(target: np.ndarray, program: str, executor, size: int | None = None, rounds: int = 8,
            steps: Sequence[int] = (1, 4), max_drawings: int = 4000) -> Refined:
     """Greedy coordinate search over the numbers of ``program`` (see the module docstring).
@@ -118,11 +110,15 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
         return Refined(best, best_score, start, 0, drawn, tuple(path))
     seen = {best}
     for _ in range(rounds):
+        # built straight from the tokens: printing and parsing each move again cost about a
+        # third of a refinement's time
         programs = {}
         for m in moves(ids, steps):
-            p = _program(m)
-            if p is not None:
-                programs.setdefault(to_script(p), p)
+            try:
+                p = T.to_program(m)
+            except ProgramError:  # a move can make a segment degenerate
+                continue
+            programs.setdefault(to_script(p), p)
         texts = [t for t in programs if t not in seen][: max(0, max_drawings - drawn)]
         if not texts:
             break
@@ -158,35 +154,26 @@ def refine_many(targets: np.ndarray, programs: Sequence[str], size: int | None =
         raise ValueError(f"{len(targets)} target pictures but {len(programs)} programs")
     jobs = [(t, p, size, rounds, tuple(steps), max_drawings) for t, p in zip(targets, programs)]
     out = []
-    if workers <= 1:
-        for job in jobs:
-            out.append(_refine_job(job))
-            if progress:
-                progress()
-        return out
-    import multiprocessing as mp
-
-    with mp.get_context("forkserver").Pool(workers) as pool:
-        for r in pool.imap(_refine_job, jobs):
+    with mp.get_context("forkserver").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        for r in (pool.imap(_refine_job, jobs) if pool else map(_refine_job, jobs)):
             out.append(r)
             if progress:
                 progress()
     return out
 
 
-def last_that_builds(results: Sequence[Refined], executor) -> list[str]:
+def last_that_builds(results: Sequence[Refined], executor, verdicts: dict[str, bool] | None = None) -> list[str]:
     """Per result, the last program of its ``path`` that ``executor`` (e.g. the sandbox)
     builds — its refined program when that builds — or the start program if none does.
 
-    Builds the refined programs first, then, for the rows refused, all earlier steps at once."""
+    Builds the refined programs first, then, for the rows refused, all earlier steps at once;
+    ``verdicts`` as for :func:`~img2prog.models.cad_search.check_builds`."""
+    verdicts = {} if verdicts is None else verdicts
+    check_builds([r.program for r in results if r.rounds > 0], executor, verdicts)
+    refused = [i for i, r in enumerate(results) if r.rounds > 0 and not verdicts[r.program]]
+    check_builds([t for i in refused for t in results[i].path[1:-1]], executor, verdicts)
     out = [r.program for r in results]
-    finals = list(dict.fromkeys(r.program for r in results if r.rounds > 0))
-    ok = dict(zip(finals, (x.ok for x in executor.run_many(finals, mesh=False)))) if finals else {}
-    refused = [i for i, r in enumerate(results) if r.rounds > 0 and not ok[r.program]]
-    earlier = list(dict.fromkeys(t for i in refused for t in results[i].path[1:-1] if t not in ok))
-    if earlier:
-        ok.update(zip(earlier, (x.ok for x in executor.run_many(earlier, mesh=False))))
     for i in refused:
         path = results[i].path
-        out[i] = next((t for t in reversed(path[1:-1]) if ok[t]), path[0])
+        out[i] = next((t for t in reversed(path[1:-1]) if verdicts[t]), path[0])
     return out

@@ -134,6 +134,15 @@ def render_programs(texts: Sequence[str], executor, size: int, parsed=None) -> d
     return {t: (render_mesh(r.solid.mesh, size)[..., 0] if r.ok else None) for t, r in zip(distinct, results)}
 
 
+def check_builds(texts: Sequence[str], executor, verdicts: dict[str, bool]) -> dict[str, bool]:
+    """Fill ``verdicts`` (text → whether ``executor`` builds it) for the texts it lacks, in one
+    batch; returns it. Callers keep one dict across calls so that nothing is built twice."""
+    todo = [t for t in dict.fromkeys(texts) if t not in verdicts]
+    if todo:
+        verdicts.update(zip(todo, (r.ok for r in executor.run_many(todo, mesh=False))))
+    return verdicts
+
+
 def choose(target: np.ndarray, candidates: Sequence[Candidate], pictures: dict[str, np.ndarray | None],
            refused: Collection[str] = ()) -> Choice:
     """The best-of-N choice for one target picture, given the candidates' pictures; texts in
@@ -159,14 +168,16 @@ def choose(target: np.ndarray, candidates: Sequence[Candidate], pictures: dict[s
 
 
 def best_of_n(targets: np.ndarray, candidates: Sequence[Sequence[Candidate]], executor, size: int | None = None,
-              pictures: dict[str, np.ndarray | None] | None = None, verify=None) -> list[Choice]:
+              pictures: dict[str, np.ndarray | None] | None = None, verify=None,
+              verdicts: dict[str, bool] | None = None) -> list[Choice]:
     """:func:`choose` for every target picture; all distinct candidates are built in one batch
     (the executor's workers in parallel), unless ``pictures`` (:func:`render_programs`) has them.
 
     ``verify`` (an executor, e.g. the sandbox when the pictures came from the mesh kernel): each
     chosen program is built by it too, and one it refuses gives way to the row's next best, until
     every choice builds or its row has nothing left. The mesh kernel draws 1–2 % of programs that
-    OCC then refuses (BRepCheck), so without this a wider search can lower the valid rate."""
+    OCC then refuses (BRepCheck), so without this a wider search can lower the valid rate.
+    ``verdicts``: :func:`check_builds`'s dict, to share across calls (e.g. over several N)."""
     targets = np.asarray(targets)
     if targets.ndim == 4:
         targets = targets[..., 0]
@@ -176,16 +187,13 @@ def best_of_n(targets: np.ndarray, candidates: Sequence[Sequence[Candidate]], ex
     choices = [choose(t, row, pictures) for t, row in zip(targets, candidates)]
     if verify is None:
         return choices
-    built: dict[str, bool] = {}  # verdicts of ``verify`` so far
-    refused: set[str] = set()
+    verdicts = {} if verdicts is None else verdicts
     while True:
-        # chosen programs not yet checked (a row whose choice has no picture has nothing to check)
-        todo = list(dict.fromkeys(c.program for c in choices if c.score > -np.inf and c.program not in built))
-        if not todo:
+        # a row whose choice has no picture (nothing built, or everything refused) is settled
+        check_builds([c.program for c in choices if c.score > -np.inf], verify, verdicts)
+        refused = {t for t, ok in verdicts.items() if not ok}
+        redo = [c.score > -np.inf and c.program in refused for c in choices]
+        if not any(redo):
             return choices
-        for text, r in zip(todo, verify.run_many(todo, mesh=False)):
-            built[text] = r.ok
-            if not r.ok:
-                refused.add(text)
-        choices = [choose(t, row, pictures, refused) if c.program in refused else c
-                   for t, row, c in zip(targets, candidates, choices)]
+        choices = [choose(t, row, pictures, refused) if again else c
+                   for t, row, c, again in zip(targets, candidates, choices, redo)]

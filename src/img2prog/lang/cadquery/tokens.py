@@ -28,7 +28,7 @@ itself never rounds silently.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -256,6 +256,16 @@ class _Reader:
             else:
                 self.fail("union, cut, intersect, fillet, chamfer or <eos>")
         return Program(base, tuple(self.done[1:]))
+
+
+def to_program(ids: Sequence[int]) -> Program:
+    """The program of a token sequence without specials (e.g. from :func:`encode`), built
+    straight from the tokens — no script printed and parsed again; the nodes validate
+    themselves as the parser's do. ProgramError if it is not a program."""
+    try:
+        return _Reader(list(ids)).program()
+    except _DecodeError as e:
+        raise ProgramError(f"tokens: {e}") from None
 
 
 def decode(ids: Iterable[int]) -> str:
