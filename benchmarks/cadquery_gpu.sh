@@ -15,7 +15,8 @@
 # cad_candidates_turned.jsonl.gz, pick.json (held-out loss of each snapshot), log.csv, train.log.
 # Scoring (sandbox + OCC IoU) runs where CadQuery is:
 #   python benchmarks/cadquery_model.py evaluate --candidates $OUT/cad_candidates.jsonl.gz ...
-# Env overrides: WHL, DATA, TEST, PRESET, BATCH, LR, SAMPLES, SNAP, DEVICE, RUN, LIMIT (test pictures).
+# Env overrides: WHL, DATA, TEST, PRESET, BATCH, LR, SAMPLES, SNAP, DEVICE, RUN, LIMIT (test pictures),
+# TURNED=0 (skip the turned decoding).
 #
 # GEN_BUDGET=S (optional): when $DATA does not exist, first *build* it here with the mesh kernel
 # (manifold3d, carried in .whl): shards of GEN_SHARD parts on all cores for S seconds (at most
@@ -64,7 +65,7 @@ cp "$RUN/log.csv" "$OUT/"   # at most 8 files come back: model/ (2), 2 candidate
 python3 benchmarks/cadquery_model.py candidates --model "$RUN/best" --images "$TEST" --samples "$SAMPLES" \
   --out "$OUT/cad_candidates.jsonl.gz" --val "$DATA" --device "$DEVICE" \
   ${LIMIT:+--limit "$LIMIT"} || exit 1
-# the same with test-time turning (half the samples from the half-swapped picture, turned back)
-python3 benchmarks/cadquery_model.py candidates --model "$RUN/best" --images "$TEST" --samples "$SAMPLES" \
+# the same with test-time turning (half the samples from the half-swapped picture, turned back); TURNED=0 skips it
+[ "${TURNED:-1}" = 0 ] || python3 benchmarks/cadquery_model.py candidates --model "$RUN/best" --images "$TEST" --samples "$SAMPLES" \
   --out "$OUT/cad_candidates_turned.jsonl.gz" --turned --device "$DEVICE" ${LIMIT:+--limit "$LIMIT"} || exit 1
 echo "total: ${SECONDS}s"
