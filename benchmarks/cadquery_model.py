@@ -144,7 +144,7 @@ def cmd_evaluate(a) -> dict:
         bar = tqdm(total=len(cands) * a.refine_top, desc="refine", file=sys.stderr) if a.refine else None
         res = evaluate_candidates(cands, targets, images, ex, ns=ns, chamfer_points=a.chamfer_points,
                                   pictures_by=pictures_by, refine_rounds=a.refine, refine_workers=a.workers,
-                                  refine_top=a.refine_top,
+                                  refine_top=a.refine_top, refine_donors=a.refine_donors,
                                   progress=bar.update if bar else None)
         if bar:
             bar.close()
@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                         "ROUNDS rounds (img2prog.models.cad_refine; mesh kernel, ~1-2 s per round and picture)")
     e.add_argument("--refine-top", type=int, default=1, metavar="K",
                    help="refine each picture's K best-agreeing distinct candidates, keep the best refined one")
+    e.add_argument("--refine-donors", type=int, default=0, metavar="D",
+                   help="let the refinement also take whole extrusions from each picture's D best-agreeing "
+                        "distinct candidates (structural moves: drop, add or swap a boolean step or the base)")
     e.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     res = {"candidates": cmd_candidates, "pick": cmd_pick, "evaluate": cmd_evaluate}[a.cmd](a)

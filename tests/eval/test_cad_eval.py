@@ -81,3 +81,27 @@ def test_refining_the_top_two_candidates_keeps_the_best_refined_one():
     assert len(ticks) == 2 and r["refine_top"] == 2  # both candidates were refined
     assert r["iou"] == pytest.approx(1.0, abs=1e-6) and r["agreement_refined"] == pytest.approx(1.0)
     assert res["best_of_2"]["iou"] < 0.99
+
+
+@pytest.mark.skipif(not cadquery_available(), reason="CadQuery is not installed (pip install 'img2prog[cad]')")
+def test_refinement_with_donors_combines_features_of_two_candidates():
+    pytest.importorskip("manifold3d")
+    from img2prog.lang.cadquery.meshkernel import MeshFirst
+    from img2prog.lang.cadquery.render import render_mesh
+
+    plate, (hole, slot) = BOX, [
+        'solid = solid.cut(cq.Workplane("XY").moveTo(0.25, 0.0).circle(0.125).extrude(0.25))\n',
+        'solid = solid.cut(cq.Workplane("XY").moveTo(-0.375, -0.0625).lineTo(-0.125, -0.0625)'
+        '.lineTo(-0.125, 0.0625).lineTo(-0.375, 0.0625).close().extrude(0.25))\n']
+    target = plate + hole + slot
+    with Executor(workers=1, limits=Limits(cpu_s=10, wall_s=30)) as ex:
+        images = np.stack([render_mesh(ex.run(target).solid.mesh, 64)[..., 0]])
+        rows = [[Candidate(plate + hole, -1.0, "greedy"), Candidate(plate + slot, -2.0, "sample")]]
+        plain = evaluate_candidates(rows, [target], images, ex, chamfer_points=0, pictures_by=MeshFirst(ex),
+                                    refine_rounds=2)
+        res = evaluate_candidates(rows, [target], images, ex, chamfer_points=0, pictures_by=MeshFirst(ex),
+                                  refine_rounds=2, refine_donors=2)
+    # numbers alone cannot add the missing feature; taking it from the other candidate can
+    assert plain["best_of_2_refined"]["iou"] < 0.99
+    r = res["best_of_2_refined_donors2"]
+    assert r["refine_donors"] == 2 and r["vsr"] == 1.0 and r["iou"] == pytest.approx(1.0, abs=1e-6)

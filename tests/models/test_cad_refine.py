@@ -5,7 +5,8 @@ import pytest
 
 from img2prog.lang.cadquery import tokens as T
 from img2prog.lang.cadquery.parser import parse
-from img2prog.models.cad_refine import Refined, last_that_builds, moves, refine, refine_many
+from img2prog.lang.cadquery.ast import Boolean, Extrusion, Finish, Program
+from img2prog.models.cad_refine import Refined, last_that_builds, moves, refine, refine_many, structural_moves
 
 BOX = """import cadquery as cq
 solid = cq.Workplane("XY").moveTo(-0.5, -0.25).lineTo(0.5, -0.25).lineTo(0.5, 0.25).lineTo(-0.5, 0.25).close().extrude(0.25)
@@ -75,6 +76,53 @@ def test_refine_recovers_a_box_whose_sides_are_off_by_a_few_steps():
     assert again.score == 1.0 and again.rounds == 0 and parse(again.program) == parse(BOX)
     with pytest.raises(ValueError, match="2 programs"):
         refine_many(target[None], [BOX, BOX])
+
+
+HOLE = """import cadquery as cq
+solid = cq.Workplane("XY").moveTo(-0.5, -0.25).lineTo(0.5, -0.25).lineTo(0.5, 0.25).lineTo(-0.5, 0.25).close().extrude(0.25)
+solid = solid.cut(cq.Workplane("XY").moveTo(0.25, 0.0).circle(0.125).extrude(0.25))
+"""
+SLOT = """import cadquery as cq
+solid = cq.Workplane("XY").moveTo(-0.5, -0.25).lineTo(0.5, -0.25).lineTo(0.5, 0.25).lineTo(-0.5, 0.25).close().extrude(0.25)
+solid = solid.cut(cq.Workplane("XY").moveTo(-0.375, -0.0625).lineTo(-0.125, -0.0625).lineTo(-0.125, 0.0625).lineTo(-0.375, 0.0625).close().extrude(0.25))
+"""
+
+
+def test_structural_moves_drop_add_and_swap_whole_extrusions():
+    hole, slot = parse(HOLE), parse(SLOT)
+    out = structural_moves(hole, [slot, hole])
+    assert len(out) == len(set(out))
+    # drop the hole; add the slot after it; swap the hole for the slot (same base: no base swap)
+    assert Program(hole.base) in out
+    assert Program(hole.base, (hole.steps[0], slot.steps[0])) in out
+    assert Program(hole.base, (slot.steps[0],)) == slot and slot in out
+    assert len(out) == 3
+    # a donor with another base offers it; a finish stays last when a step is added
+    tall = Program(Extrusion(hole.base.plane, hole.base.profiles, 0.5))
+    finished = Program(hole.base, (hole.steps[0], Finish("fillet", 0.0625)))
+    got = structural_moves(finished, [tall, slot])
+    assert Program(tall.base, finished.steps) in got
+    added = Program(hole.base, (hole.steps[0], slot.steps[0], finished.steps[1]))
+    assert added in got
+    assert all(isinstance(p.steps[-1], Finish) for p in got if len(p.steps) > 1)
+    # nothing to take from itself
+    assert structural_moves(parse(BOX), [parse(BOX)]) == []
+
+
+def test_refine_takes_a_missing_feature_from_a_donor():
+    pytest.importorskip("manifold3d")
+    from img2prog.lang.cadquery.meshkernel import MeshExecutor
+    from img2prog.models.cad_search import render_programs
+
+    ex = MeshExecutor()
+    both = Program(parse(HOLE).base, (parse(HOLE).steps[0], parse(SLOT).steps[0]))
+    target = render_programs([str(both)], ex, 64)[str(both)]
+    # numbers alone cannot cut the slot that the hole-only start lacks
+    alone = refine(target, HOLE, ex, rounds=4)
+    assert alone.score < 1.0
+    helped = refine(target, HOLE, ex, rounds=4, donors=[SLOT, "not a program"])
+    assert helped.score == 1.0 and isinstance(parse(helped.program).steps[-1], Boolean)
+    assert len(parse(helped.program).steps) == 2
 
 
 def test_last_that_builds_steps_back_along_the_refinement_path(verdicts):

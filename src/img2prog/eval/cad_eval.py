@@ -64,7 +64,7 @@ def read_candidates(path: str | Path) -> list[list[Candidate]]:
 def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list[str], target_images: np.ndarray,
                         executor, ns: tuple[int, ...] = (), chamfer_points: int = 2048, pictures_by=None,
                         refine_rounds: int = 0, refine_workers: int = 1, refine_top: int = 1,
-                        progress=None) -> dict:
+                        refine_donors: int = 0, progress=None) -> dict:
     """Greedy and best-of-N metrics (N in ``ns`` plus all candidates) for one test set.
 
     Every distinct candidate is drawn once, by ``pictures_by`` (default: ``executor``; e.g.
@@ -77,7 +77,9 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
     ``best_of_<N>_refined``; where ``executor`` cannot build a refined program, the row
     steps back to the last refinement step it builds (``stepped_back``: share of refined rows).
     ``refine_top`` > 1 refines that many of a row's best-agreeing distinct candidates and keeps
-    the refined one that agrees best (``refine_top`` times the cost)."""
+    the refined one that agrees best (``refine_top`` times the cost). ``refine_donors`` > 0 also
+    lets the refinement take whole extrusions from that many of the row's best-agreeing distinct
+    candidates (structural moves, :func:`~img2prog.models.cad_refine.structural_moves`)."""
     from img2prog.lang.cadquery.metrics import score
     from img2prog.models.cad_search import render_programs
 
@@ -105,27 +107,31 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
         d["chose_greedy"] = float(np.mean([c.index == 0 for c in choices]))
         out[f"best_of_{n}"] = d
     if refine_rounds > 0:
-        key = f"best_of_{n_all}_refined" + (f"_top{refine_top}" if refine_top > 1 else "")
+        key = (f"best_of_{n_all}_refined" + (f"_top{refine_top}" if refine_top > 1 else "")
+               + (f"_donors{refine_donors}" if refine_donors > 0 else ""))
         out[key] = _refined(choices, candidates, target_programs, target_images, executor, chamfer_points,
-                            refine_rounds, refine_workers, refine_top, progress, verdicts)
+                            refine_rounds, refine_workers, refine_top, refine_donors, progress, verdicts)
     return out
 
 
 def _refined(choices, candidates, target_programs, target_images, executor, chamfer_points, rounds, workers, top,
-             progress, verdicts) -> dict:
+             n_donors, progress, verdicts) -> dict:
     from img2prog.lang.cadquery.metrics import score
     from img2prog.models.cad_refine import last_that_builds, refine_many
 
     # per row: the choice, then its next best-agreeing distinct candidates that were drawn
-    starts = []
+    starts, pools = [], []
     for c, row in zip(choices, candidates):
         ranked = sorted(range(len(row)), key=lambda i: -c.scores[i])
         texts = list(dict.fromkeys([c.program] + [row[i].program for i in ranked if np.isfinite(c.scores[i])]))
         starts.append(texts[:top])
+        pools.append(texts[: max(top, n_donors)])
     flat = [(i, t) for i, texts in enumerate(starts) for t in texts]
+    # each start's donors: the row's other best-agreeing candidates
+    donors = [[d for d in pools[i][:n_donors] if d != t] for i, t in flat]
     t0 = time.perf_counter()
     results = refine_many(np.asarray(target_images)[[i for i, _ in flat]], [t for _, t in flat], rounds=rounds,
-                          workers=workers, progress=progress)
+                          workers=workers, progress=progress, donors=donors)
     seconds = time.perf_counter() - t0
     best: dict = {}  # row → its refined result that agrees best with the picture
     for (i, _), r in zip(flat, results):  # the first start (the choice) wins ties
@@ -140,6 +146,7 @@ def _refined(choices, candidates, target_programs, target_images, executor, cham
     d.update(
         refine_rounds=rounds,
         refine_top=top,
+        refine_donors=n_donors,
         refine_seconds=seconds,
         changed=float(np.mean([p != c.program for p, c in zip(programs, choices)])),
         stepped_back=float(np.mean([p != r.program for p, r in zip(programs, refined) if r.rounds > 0] or [0.0])),

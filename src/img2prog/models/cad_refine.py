@@ -14,6 +14,12 @@ Moves, for every number token of the program:
   rectangle stays a rectangle when one of its sides moves (its corners repeat the side's
   coordinate) and a profile's shared coordinate moves as one.
 
+and, when *donors* are given (other candidates decoded for the same picture), structural moves
+(:func:`structural_moves`): drop one boolean step, add a donor's boolean step, swap one of the
+program's boolean steps or its base extrusion for a donor's. Samples often differ in which
+features they got right (one has the hole, another the slot); these moves let the search
+combine them, which number moves alone cannot.
+
 A program the mesh kernel draws may still be refused by OCC (a move can make two faces
 coincide exactly, which BRepCheck rejects), so :class:`Refined` keeps the whole ``path``: a
 caller that must build the result in OCC steps back along it (:func:`last_that_builds`).
@@ -34,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from img2prog.lang.cadquery import tokens as T
-from img2prog.lang.cadquery.ast import to_script
+from img2prog.lang.cadquery.ast import Boolean, Finish, Program, to_script
 from img2prog.lang.cadquery.parser import parse
 from img2prog.lang.errors import ProgramError
 from img2prog.models.cad_search import check_builds, image_agreement, render_programs
@@ -87,9 +93,47 @@ def moves(ids: Sequence[int], steps: Sequence[int] = (1, 4)) -> list[list[int]]:
     return [list(t) for t in out]
 
 
+def structural_moves(program: Program, donors: Sequence[Program]) -> list[Program]:
+    """Programs one structural edit away from ``program``: one boolean step dropped; a donor's
+    boolean step added (after the last boolean) or swapped for one of the program's; the base
+    extrusion swapped for a donor's. Edits that break the language's limits are left out."""
+    steps = program.steps
+    booleans = [k for k, s in enumerate(steps) if isinstance(s, Boolean)]
+    end = next((k for k, s in enumerate(steps) if isinstance(s, Finish)), len(steps))
+    mine = set(steps)
+    new_steps = list(dict.fromkeys(s for d in donors for s in d.steps if isinstance(s, Boolean) and s not in mine))
+    new_bases = list(dict.fromkeys(d.base for d in donors if d.base != program.base))
+    edits = [(program.base, steps[:k] + steps[k + 1:]) for k in booleans]
+    for s in new_steps:
+        edits.append((program.base, steps[:end] + (s,) + steps[end:]))
+        edits += [(program.base, steps[:k] + (s,) + steps[k + 1:]) for k in booleans]
+    edits += [(b, steps) for b in new_bases]
+    out = []
+    for base, new in edits:
+        try:
+            out.append(Program(base, new))
+        except ProgramError:  # e.g. one extrusion too many
+            continue
+    return out
+
+
+def _donor_programs(donors: Sequence[str]) -> list[Program]:
+    """The donors that parse and sit on the token grid (others are skipped: they cannot be moved to)."""
+    out = []
+    for text in donors:
+        try:
+            p = parse(text)
+            T.encode(p)
+        except ProgramError:
+            continue
+        out.append(p)
+    return out
+
+
 def refine(target: np.ndarray, program: str, executor, size: int | None = None, rounds: int = 8,
-           steps: Sequence[int] = (1, 4), max_drawings: int = 4000) -> Refined:
-    """Greedy coordinate search over the numbers of ``program`` (see the module docstring).
+           steps: Sequence[int] = (1, 4), max_drawings: int = 4000, donors: Sequence[str] = ()) -> Refined:
+    """Greedy coordinate search over the numbers of ``program`` (see the module docstring), plus
+    structural moves taking parts of ``donors`` (other programs for the same picture) if any.
 
     ``executor`` draws programs (``run_many``; normally a ``MeshExecutor``). A program that does
     not validate or is off the token grid comes back unchanged with score -inf."""
@@ -109,6 +153,7 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
     if pic is None:  # nothing to climb from
         return Refined(best, best_score, start, 0, drawn, tuple(path))
     seen = {best}
+    donor_programs = _donor_programs(donors)
     for _ in range(rounds):
         # built straight from the tokens: printing and parsing each move again cost about a
         # third of a refinement's time
@@ -119,6 +164,9 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
             except ProgramError:  # a move can make a segment degenerate
                 continue
             programs.setdefault(to_script(p), p)
+        if donor_programs:
+            for p in structural_moves(T.to_program(ids), donor_programs):
+                programs.setdefault(to_script(p), p)
         texts = [t for t in programs if t not in seen][: max(0, max_drawings - drawn)]
         if not texts:
             break
@@ -136,23 +184,27 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
 
 
 def _refine_job(args):
-    target, program, size, rounds, steps, max_drawings = args
+    target, program, size, rounds, steps, max_drawings, donors = args
     from img2prog.lang.cadquery.meshkernel import MeshExecutor
 
-    return refine(target, program, MeshExecutor(), size, rounds, steps, max_drawings)
+    return refine(target, program, MeshExecutor(), size, rounds, steps, max_drawings, donors)
 
 
 def refine_many(targets: np.ndarray, programs: Sequence[str], size: int | None = None, rounds: int = 8,
                 steps: Sequence[int] = (1, 4), max_drawings: int = 4000, workers: int = 1,
-                progress=None) -> list[Refined]:
+                progress=None, donors: Sequence[Sequence[str]] | None = None) -> list[Refined]:
     """:func:`refine` for every (target picture, program) pair with the mesh kernel, images
-    spread over ``workers`` processes. ``progress``: an optional callable run after each image."""
+    spread over ``workers`` processes. ``progress``: an optional callable run after each image;
+    ``donors``: per pair, the other programs its structural moves may take parts from."""
     targets = np.asarray(targets)
     if targets.ndim == 4:
         targets = targets[..., 0]
     if len(targets) != len(programs):
         raise ValueError(f"{len(targets)} target pictures but {len(programs)} programs")
-    jobs = [(t, p, size, rounds, tuple(steps), max_drawings) for t, p in zip(targets, programs)]
+    donors = [()] * len(programs) if donors is None else donors
+    if len(donors) != len(programs):
+        raise ValueError(f"{len(programs)} programs but {len(donors)} donor lists")
+    jobs = [(t, p, size, rounds, tuple(steps), max_drawings, tuple(d)) for t, p, d in zip(targets, programs, donors)]
     out = []
     with mp.get_context("forkserver").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         for r in (pool.imap(_refine_job, jobs) if pool else map(_refine_job, jobs)):
