@@ -1,5 +1,7 @@
 """Numeric refinement of CadQuery programs against a picture (mesh kernel)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -96,7 +98,14 @@ def test_structural_moves_drop_add_and_swap_whole_extrusions():
     assert Program(hole.base) in out
     assert Program(hole.base, (hole.steps[0], slot.steps[0])) in out
     assert Program(hole.base, (slot.steps[0],)) == slot and slot in out
-    assert len(out) == 3
+    # the hole's operation changed; the base and the hole reversed or made two-sided
+    cut = hole.steps[0]
+    assert {Program(hole.base, (Boolean(op, cut.body),)) for op in ("union", "intersect")} <= set(out)
+    assert Program(replace(hole.base, distance=-0.25), hole.steps) in out
+    assert Program(replace(hole.base, both=True), hole.steps) in out
+    assert Program(hole.base, (Boolean("cut", replace(cut.body, distance=-0.25)),)) in out
+    assert Program(hole.base, (Boolean("cut", replace(cut.body, both=True)),)) in out
+    assert len(out) == 3 + 2 + 2 + 2
     # a donor with another base offers it; a finish stays last when a step is added
     tall = Program(Extrusion(hole.base.plane, hole.base.profiles, 0.5))
     finished = Program(hole.base, (hole.steps[0], Finish("fillet", 0.0625)))
@@ -105,8 +114,10 @@ def test_structural_moves_drop_add_and_swap_whole_extrusions():
     added = Program(hole.base, (hole.steps[0], slot.steps[0], finished.steps[1]))
     assert added in got
     assert all(isinstance(p.steps[-1], Finish) for p in got if len(p.steps) > 1)
-    # nothing to take from itself
-    assert structural_moves(parse(BOX), [parse(BOX)]) == []
+    # nothing to take from itself: only the box's own turns
+    box = parse(BOX)
+    assert set(structural_moves(box, [box])) == {Program(replace(box.base, distance=-0.25)),
+                                                 Program(replace(box.base, both=True))}
 
 
 def test_refine_takes_a_missing_feature_from_a_donor():

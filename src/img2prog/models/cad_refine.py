@@ -35,12 +35,12 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from img2prog.lang.cadquery import tokens as T
-from img2prog.lang.cadquery.ast import Boolean, Finish, Program, to_script
+from img2prog.lang.cadquery.ast import BOOLEAN_OPS, Boolean, Extrusion, Finish, Program, to_script
 from img2prog.lang.cadquery.parser import parse
 from img2prog.lang.errors import ProgramError
 from img2prog.models.cad_search import check_builds, image_agreement, render_programs
@@ -94,16 +94,25 @@ def moves(ids: Sequence[int], steps: Sequence[int] = (1, 4)) -> list[list[int]]:
 
 
 def structural_moves(program: Program, donors: Sequence[Program]) -> list[Program]:
-    """Programs one structural edit away from ``program``: one boolean step dropped; a donor's
-    boolean step added (after the last boolean) or swapped for one of the program's; the base
-    extrusion swapped for a donor's. Edits that break the language's limits are left out."""
+    """Programs one structural edit away from ``program``: one boolean step's operation changed
+    (union, cut, intersect); one extrusion reversed (distance negated) or made two-sided or
+    one-sided; one boolean step dropped; a donor's boolean step added (after the last boolean)
+    or swapped for one of the program's; the base extrusion swapped for a donor's. Edits that
+    break the language's limits are left out."""
     steps = program.steps
     booleans = [k for k, s in enumerate(steps) if isinstance(s, Boolean)]
     end = next((k for k, s in enumerate(steps) if isinstance(s, Finish)), len(steps))
     mine = set(steps)
     new_steps = list(dict.fromkeys(s for d in donors for s in d.steps if isinstance(s, Boolean) and s not in mine))
     new_bases = list(dict.fromkeys(d.base for d in donors if d.base != program.base))
-    edits = [(program.base, steps[:k] + steps[k + 1:]) for k in booleans]
+    edits = [(program.base, steps[:k] + (Boolean(op, steps[k].body),) + steps[k + 1:])
+             for k in booleans for op in BOOLEAN_OPS if op != steps[k].op]
+    for body in _turned(program.base):
+        edits.append((body, steps))
+    for k in booleans:
+        edits += [(program.base, steps[:k] + (Boolean(steps[k].op, body),) + steps[k + 1:])
+                  for body in _turned(steps[k].body)]
+    edits += [(program.base, steps[:k] + steps[k + 1:]) for k in booleans]
     for s in new_steps:
         edits.append((program.base, steps[:end] + (s,) + steps[end:]))
         edits += [(program.base, steps[:k] + (s,) + steps[k + 1:]) for k in booleans]
@@ -115,6 +124,11 @@ def structural_moves(program: Program, donors: Sequence[Program]) -> list[Progra
         except ProgramError:  # e.g. one extrusion too many
             continue
     return out
+
+
+def _turned(body: Extrusion) -> list[Extrusion]:
+    """The extrusion reversed, and made two-sided (one-sided if it was)."""
+    return [replace(body, distance=-body.distance), replace(body, both=not body.both)]
 
 
 def _donor_programs(donors: Sequence[str]) -> list[Program]:
