@@ -21,12 +21,13 @@ object, whose nodes validate themselves. Scores (IoU, validity) stay OCC's, thro
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
 import numpy as np
 
-from img2prog.lang.cadquery.ast import Arc, Boolean, Circle, Extrusion, Finish, Loop, Program
+from img2prog.lang.cadquery.ast import Arc, Boolean, Circle, Extrusion, Finish, Loop, Plane, Program
 from img2prog.lang.cadquery.geometry import Mesh, circle_through
 from img2prog.lang.cadquery.sandbox import ExecResult, SolidInfo
 from img2prog.lang.errors import ProgramError
@@ -105,12 +106,19 @@ def _polygon(profile, sagitta: float) -> np.ndarray:
 
 
 def _frame(body: Extrusion) -> np.ndarray:
-    """3×4 matrix from sketch coordinates (u, v, w) to global ones."""
-    x = np.asarray(body.plane.x_dir, dtype=np.float64)
-    n = np.asarray(body.plane.normal, dtype=np.float64)
+    """3×4 matrix from sketch coordinates (u, v, w) to global ones (read-only)."""
+    return _plane_frame(body.plane)
+
+
+@functools.lru_cache(maxsize=4096)  # refinement draws thousands of programs on a few planes
+def _plane_frame(plane: Plane) -> np.ndarray:
+    x = np.asarray(plane.x_dir, dtype=np.float64)
+    n = np.asarray(plane.normal, dtype=np.float64)
     x, n = x / np.linalg.norm(x), n / np.linalg.norm(n)
     y = np.cross(n, x)  # CadQuery: yDir = zDir × xDir (a right-handed frame)
-    return np.column_stack([x, y, n, np.asarray(body.plane.origin, dtype=np.float64)])
+    frame = np.column_stack([x, y, n, np.asarray(plane.origin, dtype=np.float64)])
+    frame.setflags(write=False)
+    return frame
 
 
 def _span(body: Extrusion) -> tuple[float, float]:
