@@ -126,11 +126,11 @@ def cmd_pick(a) -> dict:
 
 
 def cmd_evaluate(a) -> dict:
-    from img2prog.eval.cad_eval import evaluate_candidates, read_candidates
+    from img2prog.eval.cad_eval import evaluate_candidates, merge_candidates, read_candidates
     from img2prog.lang.cadquery.sandbox import Executor
     from img2prog.lang.cadquery.testsets import testset_programs
 
-    cands = read_candidates(a.candidates)
+    cands = merge_candidates(*(read_candidates(f) for f in a.candidates))
     images = _images(a.images)[: len(cands)]
     targets = testset_programs(a.testset)[: len(cands)]
     ns = tuple(int(x) for x in a.ns.split(",") if x)
@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--limit", type=int, default=1000)
     k.add_argument("--device", default=None)
     e = sub.add_parser("evaluate")
-    e.add_argument("--candidates", required=True)
+    e.add_argument("--candidates", required=True, nargs="+",
+                   help="candidates JSONL file(s); several files for the same pictures are joined row by row "
+                        "(the first file's row, then the others' samples)")
     e.add_argument("--images", required=True)
     e.add_argument("--testset", default="cadquery-test")
     e.add_argument("--ns", default="4,8,16")

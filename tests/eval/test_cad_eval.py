@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from img2prog.eval.cad_eval import evaluate_candidates, read_candidates, write_candidates
+from img2prog.eval.cad_eval import evaluate_candidates, merge_candidates, read_candidates, write_candidates
 from img2prog.lang.cadquery.sandbox import Executor, Limits, cadquery_available
 from img2prog.models.cad_search import Candidate
 
@@ -105,3 +105,14 @@ def test_refinement_with_donors_combines_features_of_two_candidates():
     assert plain["best_of_2_refined"]["iou"] < 0.99
     r = res["best_of_2_refined_donors2"]
     assert r["refine_donors"] == 2 and r["vsr"] == 1.0 and r["iou"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_merge_candidates_appends_later_files_samples_row_by_row():
+    a = [[Candidate("g0", -1.0, "greedy"), Candidate("s0", -2.0, "sample")], [Candidate("g1", -1.0, "greedy")]]
+    b = [[Candidate("g0", -1.0, "greedy"), Candidate("t0", -3.0, "sample")],
+         [Candidate("g1", -1.0, "greedy"), Candidate("t1", -3.0, "sample"), Candidate("u1", -4.0, "sample")]]
+    merged = merge_candidates(a, b)
+    assert [[c.program for c in row] for row in merged] == [["g0", "s0", "t0"], ["g1", "t1", "u1"]]
+    assert merge_candidates(a) == a
+    with pytest.raises(ValueError, match="different row counts"):
+        merge_candidates(a, b[:1])

@@ -61,6 +61,15 @@ def read_candidates(path: str | Path) -> list[list[Candidate]]:
     return [r[1] for r in rows]
 
 
+def merge_candidates(*files: list[list[Candidate]]) -> list[list[Candidate]]:
+    """Rows of several candidate files for the same pictures joined: the first file's row, then
+    each later file's samples (their greedy candidates repeat the first's and are dropped), e.g.
+    to add samples decoded later with another seed."""
+    if len({len(f) for f in files}) > 1:
+        raise ValueError(f"candidate files have different row counts: {[len(f) for f in files]}")
+    return [list(rows[0]) + [c for row in rows[1:] for c in row if c.source != "greedy"] for rows in zip(*files)]
+
+
 def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list[str], target_images: np.ndarray,
                         executor, ns: tuple[int, ...] = (), chamfer_points: int = 2048, pictures_by=None,
                         refine_rounds: int = 0, refine_workers: int = 1, refine_top: int = 1,
