@@ -16,9 +16,10 @@ Moves, for every number token of the program:
 
 and, when *donors* are given (other candidates decoded for the same picture), structural moves
 (:func:`structural_moves`): drop one boolean step, add a donor's boolean step, swap one of the
-program's boolean steps or its base extrusion for a donor's. Samples often differ in which
-features they got right (one has the hole, another the slot); these moves let the search
-combine them, which number moves alone cannot.
+program's boolean steps or its base extrusion for a donor's, change a boolean's operation,
+reverse an extrusion or make it two-sided. Samples often differ in which features they got
+right (one has the hole, another the slot); these moves let the search combine them, which
+number moves alone cannot.
 
 A program the mesh kernel draws may still be refused by OCC (a move can make two faces
 coincide exactly, which BRepCheck rejects), so :class:`Refined` keeps the whole ``path``: a
