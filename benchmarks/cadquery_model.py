@@ -191,12 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--chamfer-points", type=int, default=2048)
     e.add_argument("--refine", type=int, default=0, metavar="ROUNDS",
                    help="also refine the best-of-all choices' numbers against the test pictures for up to "
-                        "ROUNDS rounds (img2prog.models.cad_refine; mesh kernel, ~1-2 s per round and picture)")
+                        "ROUNDS rounds (img2prog.models.cad_refine; mesh kernel, ~0.3-0.5 s per round and picture)")
     e.add_argument("--refine-top", type=int, default=1, metavar="K",
                    help="refine each picture's K best-agreeing distinct candidates, keep the best refined one")
     e.add_argument("--refine-donors", type=int, default=0, metavar="D",
                    help="let the refinement also take whole extrusions from each picture's D best-agreeing "
-                        "distinct candidates (structural moves: drop, add or swap a boolean step or the base)")
+                        "distinct candidates (structural moves: drop, add or swap a boolean step or the base; "
+                        "also change a boolean's operation, reverse an extrusion or make it two-sided)")
     e.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     res = {"candidates": cmd_candidates, "pick": cmd_pick, "evaluate": cmd_evaluate}[a.cmd](a)

@@ -134,10 +134,10 @@ def _refined(choices, candidates, target_programs, target_images, executor, cham
         ranked = sorted(range(len(row)), key=lambda i: -c.scores[i])
         texts = list(dict.fromkeys([c.program] + [row[i].program for i in ranked if np.isfinite(c.scores[i])]))
         starts.append(texts[:top])
-        pools.append(texts[: max(top, n_donors)])
+        pools.append(texts[:n_donors])
     flat = [(i, t) for i, texts in enumerate(starts) for t in texts]
     # each start's donors: the row's other best-agreeing candidates
-    donors = [[d for d in pools[i][:n_donors] if d != t] for i, t in flat]
+    donors = [[d for d in pools[i] if d != t] for i, t in flat]
     t0 = time.perf_counter()
     results = refine_many(np.asarray(target_images)[[i for i, _ in flat]], [t for _, t in flat], rounds=rounds,
                           workers=workers, progress=progress, donors=donors)
