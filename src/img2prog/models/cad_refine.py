@@ -157,7 +157,8 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
         target = target[..., 0]
     size = size or target.shape[-1]
     try:
-        ids = T.encode(parse(program))
+        current = parse(program)
+        ids = T.encode(current)
     except ProgramError:
         return Refined(program, -np.inf, -np.inf, 0, 0, (program,))
     best = T.decode(ids)
@@ -180,7 +181,7 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
                 continue
             programs.setdefault(to_script(p), p)
         if donor_programs:
-            for p in structural_moves(T.to_program(ids), donor_programs):
+            for p in structural_moves(current, donor_programs):
                 programs.setdefault(to_script(p), p)
         texts = [t for t in programs if t not in seen][: max(0, max_drawings - drawn)]
         if not texts:
@@ -194,7 +195,8 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
             break
         best, best_score, improved = texts[k], scores[k], improved + 1
         path.append(best)
-        ids = T.encode(programs[best])
+        current = programs[best]
+        ids = T.encode(current)
     return Refined(best, best_score, start, improved, drawn, tuple(path))
 
 
