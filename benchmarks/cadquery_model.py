@@ -90,8 +90,18 @@ def cmd_candidates(a) -> dict:
             Path(a.val_json).write_text(json.dumps(res["val"], indent=1) + "\n")
     images = _images(a.images)[: a.limit]
     t0 = time.perf_counter()
-    cands = generate_candidates(model, images, samples=a.samples, temperature=a.temperature, top_p=a.top_p,
-                                batch=a.batch, seed=a.seed, turned=a.turned)
+    if a.complete:
+        from img2prog.eval.cad_eval import read_predictions
+        from img2prog.models.cad_search import complete_candidates
+
+        starts = read_predictions(a.complete, a.complete_field)[: a.limit]
+        if len(starts) != len(images):
+            raise SystemExit(f"error: {a.complete} has {len(starts)} predictions for {len(images)} pictures")
+        cands = complete_candidates(model, images, starts, samples=a.samples, temperature=a.temperature,
+                                    top_p=a.top_p, batch=a.batch, seed=a.seed)
+    else:
+        cands = generate_candidates(model, images, samples=a.samples, temperature=a.temperature, top_p=a.top_p,
+                                    batch=a.batch, seed=a.seed, turned=a.turned)
     res["candidates_seconds"] = time.perf_counter() - t0
     write_candidates(a.out, cands)
     res["images"] = len(images)
@@ -142,14 +152,20 @@ def cmd_evaluate(a) -> dict:
 
             pictures_by = MeshFirst(ex)
         bar = tqdm(total=len(cands) * a.refine_top, desc="refine", file=sys.stderr) if a.refine else None
+        rows: list = []
         res = evaluate_candidates(cands, targets, images, ex, ns=ns, chamfer_points=a.chamfer_points,
                                   pictures_by=pictures_by, refine_rounds=a.refine, refine_workers=a.workers,
                                   refine_top=a.refine_top, refine_donors=a.refine_donors,
-                                  progress=bar.update if bar else None)
+                                  progress=bar.update if bar else None, predictions=rows)
         if bar:
             bar.close()
         res["pictures_by"] = a.pictures
     res["seconds"] = time.perf_counter() - t0
+    if a.predictions:
+        from img2prog.eval.cad_eval import write_jsonl
+
+        write_jsonl(a.predictions, rows)
+        res["predictions"] = a.predictions
     return res
 
 
@@ -168,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--limit", type=int, default=None)
     c.add_argument("--turned", action="store_true",
                    help="also decode the half-swapped picture (the part turned about +Z) and turn back")
+    c.add_argument("--complete", default=None, metavar="PREDICTIONS",
+                   help="instead of sampling from scratch, sample completions of each picture's predicted program "
+                        "(a file from `evaluate --predictions`) cut at its step boundaries; --batch then counts "
+                        "sequences, and each row starts with the predicted program itself")
+    c.add_argument("--complete-field", default="refined", help="which prediction to complete (refined, greedy, best_of_N)")
     c.add_argument("--device", default=None)
     c.add_argument("--val", default=None, help="packed dataset whose val split to report on")
     c.add_argument("--val-json", default=None)
@@ -198,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="let the refinement also take whole extrusions from each picture's D best-agreeing "
                         "distinct candidates (structural moves: drop, add or swap a boolean step or the base; "
                         "also change a boolean's operation, reverse an extrusion or make it two-sided)")
+    e.add_argument("--predictions", default=None, metavar="PATH",
+                   help="also write each picture's greedy, best-of-all and refined program with its IoU and "
+                        "picture agreement to this JSONL file (.gz: compressed)")
     e.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     res = {"candidates": cmd_candidates, "pick": cmd_pick, "evaluate": cmd_evaluate}[a.cmd](a)

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from img2prog.eval.cad_eval import evaluate_candidates, merge_candidates, read_candidates, write_candidates
+from img2prog.eval.cad_eval import (
+    evaluate_candidates,
+    merge_candidates,
+    read_candidates,
+    read_predictions,
+    write_candidates,
+    write_jsonl,
+)
 from img2prog.lang.cadquery.sandbox import Executor, Limits, cadquery_available
 from img2prog.models.cad_search import Candidate
 
@@ -51,15 +58,23 @@ def test_refined_best_choice_is_verified_and_scored():
     near = BOX.replace("0.5, -0.25).lineTo(0.5, 0.25)", "0.53125, -0.25).lineTo(0.53125, 0.25)")  # 4 steps wide
     with Executor(workers=1, limits=Limits(cpu_s=10, wall_s=30)) as ex:
         images = np.stack([render_mesh(ex.run(BOX).solid.mesh, 64)[..., 0]])
-        ticks = []
+        ticks, rows = [], []
         res = evaluate_candidates([[Candidate(near, -1.0, "greedy")]], [BOX], images, ex, chamfer_points=0,
-                                  pictures_by=MeshFirst(ex), refine_rounds=3, progress=lambda: ticks.append(1))
+                                  pictures_by=MeshFirst(ex), refine_rounds=3, progress=lambda: ticks.append(1),
+                                  predictions=rows)
     assert res["best_of_1"]["iou"] < 0.99
     r = res["best_of_1_refined"]
     # the refined box may sit shifted by 4 steps; IoU is taken after normalising position and scale
     assert r["vsr"] == 1.0 and r["iou"] == pytest.approx(1.0, abs=1e-6) and r["changed"] == 1.0
     assert r["agreement_refined"] > r["agreement_before"] and r["stepped_back"] == 0.0
     assert ticks == [1]
+    # per-picture predictions: what was chosen, what refinement made of it, and how each scores
+    (row,) = rows
+    assert row["id"] == 0 and row["greedy"]["program"] == row["best_of_1"]["program"] == near
+    assert row["best_of_1"]["iou"] == pytest.approx(res["best_of_1"]["iou"]) and "agreement" not in row["greedy"]
+    assert row["refined"]["iou"] == pytest.approx(1.0, abs=1e-6) and row["refined"]["valid"]
+    assert row["refined"]["agreement"] == pytest.approx(r["agreement_refined"])
+    assert row["refined"]["agreement"] > row["best_of_1"]["agreement"]
 
 
 @pytest.mark.skipif(not cadquery_available(), reason="CadQuery is not installed (pip install 'img2prog[cad]')")
@@ -105,6 +120,19 @@ def test_refinement_with_donors_combines_features_of_two_candidates():
     assert plain["best_of_2_refined"]["iou"] < 0.99
     r = res["best_of_2_refined_donors2"]
     assert r["refine_donors"] == 2 and r["vsr"] == 1.0 and r["iou"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_predictions_roundtrip_and_errors(tmp_path):
+    rows = [{"id": 1, "greedy": {"program": "b"}, "refined": {"program": "B"}},
+            {"id": 0, "greedy": {"program": "a"}, "refined": {"program": None}}]
+    write_jsonl(tmp_path / "p.jsonl.gz", rows)
+    assert read_predictions(tmp_path / "p.jsonl.gz") == ["", "B"]  # by id; no program: nothing to complete
+    assert read_predictions(tmp_path / "p.jsonl.gz", "greedy") == ["a", "b"]
+    with pytest.raises(ValueError, match=r"p.jsonl.gz:1: no 'best_of_8' prediction"):
+        read_predictions(tmp_path / "p.jsonl.gz", "best_of_8")
+    write_jsonl(tmp_path / "q.jsonl", rows[:1])
+    with pytest.raises(ValueError, match="ids are not 0..0"):
+        read_predictions(tmp_path / "q.jsonl")
 
 
 def test_merge_candidates_appends_later_files_samples_row_by_row():

@@ -124,3 +124,67 @@ def test_constrained_decoding_yields_valid_scripts(batch):
     for text in texts:
         assert "!! tokens" not in text
         parse(text)  # raises on anything the static validator rejects
+
+
+@pytest.mark.parametrize("method", ["greedy", "sample"])
+def test_decoding_from_a_prefix_completes_that_prefix(method):
+    torch.manual_seed(0)
+    model = NativeModel(preset("cad-tiny", max_len=128)).eval()
+    images = np.random.default_rng(2).integers(0, 256, (2, 32, 32), dtype=np.uint8)
+    progs = testsets.testset_programs("cadquery-test")[:2]
+    ids = [t.encode(parse(p)) for p in progs]
+    prefixes = [ids[0][:20], ids[1][:7]]  # different lengths, one mid-sketch
+    outs = model.generate(images, method=method, num_return_sequences=3, seed=0, prefix=prefixes)
+    assert [len(row) for row in outs] == [1 if method == "greedy" else 3] * 2
+    for row, pre in zip(outs, prefixes):
+        for text, logprob in row:
+            assert t.encode(parse(text))[: len(pre)] == pre and np.isfinite(logprob)
+    # the whole program as prefix: the model may only end it or add steps after it
+    (row,) = model.generate(images[:1], method="sample", num_return_sequences=4, seed=1, prefix=[ids[0]])
+    assert all(t.encode(parse(text))[: len(ids[0])] == ids[0] for text, _ in row)
+
+
+def test_decoding_from_a_prefix_rejects_what_the_grammar_does_not_allow():
+    model = NativeModel(preset("cad-tiny", max_len=64)).eval()
+    images = np.zeros((2, 32, 32), np.uint8)
+    with pytest.raises(ValueError, match=r"prefix of image 1: token 'close' is not allowed at position 0"):
+        model.generate(images, prefix=[[], [t.CLOSE]])
+    with pytest.raises(ValueError, match="2 prefixes for 1 images"):
+        model.generate(images[:1], prefix=[[], []])
+    with pytest.raises(ValueError, match="no room"):
+        model.generate(images[:1], prefix=[[t.FRAME0] + [t.number_id(0)] * 70])
+    with pytest.raises(ValueError, match="not beam search"):
+        model.generate(images[:1], method="beam", prefix=[[]])
+
+
+def test_completions_start_with_the_program_and_keep_its_steps():
+    from img2prog.models.cad_search import Candidate, complete_candidates, step_prefixes
+
+    torch.manual_seed(0)
+    model = NativeModel(preset("cad-tiny", max_len=160)).eval()
+    progs = [p for p in testsets.testset_programs("cadquery-test") if len(step_prefixes(p)) == 3][:2]
+    assert len(progs) == 2
+    cuts = step_prefixes(progs[0])  # before each of its 2 booleans, and the whole program
+    full = t.encode(parse(progs[0]))
+    assert [len(c) for c in cuts][-1] == len(full) and all(full[: len(c)] == c for c in cuts)
+    assert full[len(cuts[0])] in t.OPS and len(cuts[0]) < len(cuts[1]) < len(full)
+    assert step_prefixes("not a program") == []
+    images = np.random.default_rng(3).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    asked = []  # (image, prefix, samples) of every decoded group
+    generate = model.generate
+
+    def recording(ims, **kw):
+        for im, pre in zip(ims, kw["prefix"]):
+            asked.append((next(i for i in range(3) if np.array_equal(images[i], im)), pre, kw["num_return_sequences"]))
+        return generate(ims, **kw)
+
+    model.generate = recording
+    rows = complete_candidates(model, images, progs + ["broken"], samples=7, batch=8, seed=0)
+    assert [c.source for c in rows[2]] == ["start"]  # nothing to complete
+    for i, p in enumerate(progs):
+        # 7 samples split 3/2/2 over the 3 boundaries, each decoded from its own picture
+        assert sorted((pre, n) for j, pre, n in asked if j == i) == sorted(zip(step_prefixes(p), (3, 2, 2)))
+        row = rows[i]
+        assert row[0] == Candidate(p, 0.0, "start") and len(row) == 8
+        assert all(c.source == "completion" for c in row[1:])
+        assert all(t.encode(parse(c.program))[: len(step_prefixes(p)[0])] == step_prefixes(p)[0] for c in row[1:])

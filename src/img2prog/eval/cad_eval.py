@@ -34,12 +34,38 @@ def _open(path: Path, mode: str):
     return path.open(mode, encoding="utf-8")
 
 
-def write_candidates(path: str | Path, candidates: list[list[Candidate]]) -> None:
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """One JSON object per line (gzip-compressed when the name ends in .gz)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _open(path, "w") as f:
-        for i, row in enumerate(candidates):
-            f.write(json.dumps({"id": i, "candidates": [[c.program, c.logprob, c.source] for c in row]}) + "\n")
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def write_candidates(path: str | Path, candidates: list[list[Candidate]]) -> None:
+    write_jsonl(path, [{"id": i, "candidates": [[c.program, c.logprob, c.source] for c in row]}
+                       for i, row in enumerate(candidates)])
+
+
+def read_predictions(path: str | Path, field: str = "refined") -> list[str]:
+    """Per picture (ordered by ``id``), the ``field`` program of a predictions file written by
+    ``evaluate --predictions`` (``greedy``, ``refined`` or ``best_of_<N>``)."""
+    rows = []
+    with _open(Path(path), "r") as f:
+        lines = f.read().splitlines()
+    for ln, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            rows.append((int(d["id"]), str(d[field]["program"] or "")))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{ln}: no {field!r} prediction ({e!r})") from None
+    rows.sort(key=lambda r: r[0])
+    if [r[0] for r in rows] != list(range(len(rows))):
+        raise ValueError(f"{path}: ids are not 0..{len(rows) - 1}")
+    return [r[1] for r in rows]
 
 
 def read_candidates(path: str | Path) -> list[list[Candidate]]:
@@ -73,7 +99,7 @@ def merge_candidates(*files: list[list[Candidate]]) -> list[list[Candidate]]:
 def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list[str], target_images: np.ndarray,
                         executor, ns: tuple[int, ...] = (), chamfer_points: int = 2048, pictures_by=None,
                         refine_rounds: int = 0, refine_workers: int = 1, refine_top: int = 1,
-                        refine_donors: int = 0, progress=None) -> dict:
+                        refine_donors: int = 0, progress=None, predictions: list | None = None) -> dict:
     """Greedy and best-of-N metrics (N in ``ns`` plus all candidates) for one test set.
 
     Every distinct candidate is drawn once, by ``pictures_by`` (default: ``executor``; e.g.
@@ -88,7 +114,12 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
     ``refine_top`` > 1 refines that many of a row's best-agreeing distinct candidates and keeps
     the refined one that agrees best (``refine_top`` times the cost). ``refine_donors`` > 0 also
     lets the refinement take whole extrusions from that many of the row's best-agreeing distinct
-    candidates (structural moves, :func:`~img2prog.models.cad_refine.structural_moves`)."""
+    candidates (structural moves, :func:`~img2prog.models.cad_refine.structural_moves`).
+
+    ``predictions``: a list that receives one dict per picture — ``id`` and, for ``greedy``,
+    ``best_of_<N>`` (all candidates) and the refined choice if any, the ``program``, its ``iou``
+    and ``valid`` (and ``agreement`` with the picture where ranked) — e.g. to look at rows or to
+    decode completions of the refined programs (``cadquery_model.py candidates --complete``)."""
     from img2prog.lang.cadquery.metrics import score
     from img2prog.models.cad_search import render_programs
 
@@ -100,6 +131,7 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
     greedy = [r[0].program for r in candidates]
     rep = score(greedy, target_programs, executor, chamfer_points=chamfer_points)
     out["greedy"] = rep.to_dict()
+    rows: list[dict] = [{"id": i, "greedy": _row(r)} for i, r in enumerate(rep.rows)]
     t0 = time.perf_counter()
     pictures = render_programs([c.program for row in candidates for c in row], pictures_by or executor,
                                np.asarray(target_images).shape[1])
@@ -115,16 +147,32 @@ def evaluate_candidates(candidates: list[list[Candidate]], target_programs: list
         d["built_per_image"] = float(np.mean([c.built for c in choices]))
         d["chose_greedy"] = float(np.mean([c.index == 0 for c in choices]))
         out[f"best_of_{n}"] = d
+    for row, r, c in zip(rows, rep.rows, choices):
+        row[f"best_of_{n_all}"] = _row(r, c.score)
     if refine_rounds > 0:
         key = (f"best_of_{n_all}_refined" + (f"_top{refine_top}" if refine_top > 1 else "")
                + (f"_donors{refine_donors}" if refine_donors > 0 else ""))
-        out[key] = _refined(choices, candidates, target_programs, target_images, executor, chamfer_points,
-                            refine_rounds, refine_workers, refine_top, refine_donors, progress, verdicts)
+        out[key], rep, agreements = _refined(choices, candidates, target_programs, target_images, executor,
+                                             chamfer_points, refine_rounds, refine_workers, refine_top,
+                                             refine_donors, progress, verdicts)
+        for row, r, a in zip(rows, rep.rows, agreements):
+            row["refined"] = _row(r, a)
+    if predictions is not None:
+        predictions.extend(rows)
     return out
 
 
+def _row(r: dict, agreement: float | None = None) -> dict:
+    """One prediction of a report row, for ``predictions``."""
+    d = {"program": r["program"], "valid": r["valid"], "iou": r["iou"]}
+    if agreement is not None:
+        d["agreement"] = float(agreement) if np.isfinite(agreement) else None
+    return d
+
+
 def _refined(choices, candidates, target_programs, target_images, executor, chamfer_points, rounds, workers, top,
-             n_donors, progress, verdicts) -> dict:
+             n_donors, progress, verdicts) -> tuple[dict, object, list[float]]:
+    """The refined rows' metrics, their score report and each final program's picture agreement."""
     from img2prog.lang.cadquery.metrics import score
     from img2prog.models.cad_refine import last_that_builds, refine_many
 
@@ -151,7 +199,11 @@ def _refined(choices, candidates, target_programs, target_images, executor, cham
     # keeps its (sandbox-checked) choice, whichever candidate the refinement started from
     programs = [c.program if p == r.path[0] else p
                 for p, r, c in zip(last_that_builds(refined, executor, verdicts), refined, choices)]
-    d = score(programs, target_programs, executor, chamfer_points=chamfer_points).to_dict()
+    rep = score(programs, target_programs, executor, chamfer_points=chamfer_points)
+    # the agreement of the program each row ends with (a step back ends on an earlier step's)
+    agreements = [r.path_scores[r.path.index(p)] if p in r.path else c.score
+                  for p, r, c in zip(programs, refined, choices)]
+    d = rep.to_dict()
     d.update(
         refine_rounds=rounds,
         refine_top=top,
@@ -164,4 +216,4 @@ def _refined(choices, candidates, target_programs, target_images, executor, cham
         rounds_used=float(np.mean([r.rounds for r in refined])),
         drawn_per_image=float(np.mean([r.drawn for r in refined])),
     )
-    return d
+    return d, rep, agreements

@@ -58,6 +58,7 @@ class Refined:
     rounds: int  # rounds that improved the program
     drawn: int  # programs drawn
     path: tuple[str, ...] = ()  # the programs it went through, the start first and ``program`` last
+    path_scores: tuple[float, ...] = ()  # their image agreements
 
 
 def _sketch_of_position(ids: list[int]) -> list[int]:
@@ -160,14 +161,14 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
         current = parse(program)
         ids = T.encode(current)
     except ProgramError:
-        return Refined(program, -np.inf, -np.inf, 0, 0, (program,))
+        return Refined(program, -np.inf, -np.inf, 0, 0, (program,), (-np.inf,))
     best = T.decode(ids)
     pic = render_programs([best], executor, size)[best]
     best_score = start = -np.inf if pic is None else image_agreement(target, pic)
     drawn, improved = 1, 0
-    path = [best]
+    path, path_scores = [best], [best_score]
     if pic is None:  # nothing to climb from
-        return Refined(best, best_score, start, 0, drawn, tuple(path))
+        return Refined(best, best_score, start, 0, drawn, tuple(path), tuple(path_scores))
     seen = {best}
     donor_programs = _donor_programs(donors)
     for _ in range(rounds):
@@ -195,9 +196,10 @@ def refine(target: np.ndarray, program: str, executor, size: int | None = None, 
             break
         best, best_score, improved = texts[k], scores[k], improved + 1
         path.append(best)
+        path_scores.append(best_score)
         current = programs[best]
         ids = T.encode(current)
-    return Refined(best, best_score, start, improved, drawn, tuple(path))
+    return Refined(best, best_score, start, improved, drawn, tuple(path), tuple(path_scores))
 
 
 def _refine_job(args):

@@ -112,6 +112,62 @@ def generate_candidates(model, images, samples: int = 16, temperature: float = 1
     return out
 
 
+def step_prefixes(program: str) -> list[list[int]]:
+    """Token prefixes of ``program`` that end at a step boundary: before each boolean or finish
+    step, and the whole program without its ``<eos>`` (so a completion may add a step). Empty
+    when the program does not parse or is off the token grid."""
+    from img2prog.lang.cadquery import tokens as T
+    from img2prog.lang.cadquery.parser import parse
+    from img2prog.lang.errors import ProgramError
+
+    try:
+        ids = T.encode(parse(program))
+    except ProgramError:
+        return []
+    cuts = [j for j, t in enumerate(ids) if t in T.OPS or t in T.FINISHES] + [len(ids)]
+    return [ids[:j] for j in cuts]
+
+
+def complete_candidates(model, images, programs: Sequence[str], samples: int = 32, temperature: float = 1.0,
+                        top_p: float = 0.95, batch: int = 64, seed: int = 0) -> list[list[Candidate]]:
+    """Per image: its ``program`` (source ``"start"``), then ``samples`` programs sampled from the
+    model *given the start of that program* — kept up to a step boundary (:func:`step_prefixes`),
+    the samples split evenly over the boundaries.
+
+    A program found earlier (e.g. refined against the picture) often has its first steps right
+    and a later feature missing or wrong; samples conditioned on its right start spend the whole
+    budget on the rest, so features the plain samples rarely got come up more often, and the
+    refinement's structural moves can take them as donors. ``batch`` counts decoded sequences.
+    """
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[..., 0]
+    if len(images) != len(programs):
+        raise ValueError(f"{len(images)} images but {len(programs)} programs")
+    out: list[list[Candidate]] = [[Candidate(p, 0.0, "start")] for p in programs]
+    jobs = []  # (image index, prefix, samples from it)
+    for i, p in enumerate(programs):
+        prefixes = step_prefixes(p)
+        for k, prefix in enumerate(prefixes):
+            n = samples // len(prefixes) + (k < samples % len(prefixes))
+            if n:
+                jobs.append((i, prefix, n))
+    # jobs of one sample count at a time, as many images as fit in ``batch`` sequences
+    calls = 0
+    for n in sorted({n for _, _, n in jobs}):
+        group = [j for j in jobs if j[2] == n]
+        per = max(1, batch // n)
+        for g in range(0, len(group), per):
+            chunk = group[g : g + per]
+            rows = model.generate(images[[i for i, _, _ in chunk]], method="sample", num_return_sequences=n,
+                                  temperature=temperature, top_p=top_p, seed=seed + calls,
+                                  prefix=[pr for _, pr, _ in chunk])
+            calls += 1
+            for (i, _, _), row in zip(chunk, rows):
+                out[i] += [Candidate(t, lp, "completion") for t, lp in row]
+    return out
+
+
 @dataclass
 class Choice:
     index: int  # into the candidate list

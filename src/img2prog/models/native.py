@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -339,6 +340,7 @@ class NativeModel(nn.Module):
         seed: int | None = None,
         memory: torch.Tensor | None = None,
         deadline: float | None = None,
+        prefix: Sequence[Sequence[int]] | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Programs for a batch of images: per image a list of ``(program_text, logprob)``.
 
@@ -350,7 +352,11 @@ class NativeModel(nn.Module):
         images' encoding (:meth:`encode` of :meth:`prepare_images`) when the caller has it
         already; ``images`` is then not looked at. ``deadline`` (a ``time.perf_counter()``
         value; greedy and sampling only) stops decoding when it passes: sequences not finished
-        by then are left out, so an image may get fewer programs, or none.
+        by then are left out, so an image may get fewer programs, or none. ``prefix`` (greedy and
+        sampling only): per image, the token ids (after ``<bos>``) its programs must start with,
+        e.g. the first steps of a program found earlier; decoding completes them, and ``logprob``
+        counts the prefix's tokens too. A prefix token the language's constraint does not allow
+        there is an error.
         """
         if method not in ("greedy", "sample", "beam"):
             raise ValueError(f"unknown decoding method {method!r}; use greedy, sample or beam")
@@ -362,20 +368,25 @@ class NativeModel(nn.Module):
         if memory is None:
             memory = self.encode(self.prepare_images(images))
         if method == "beam":
+            if prefix is not None:
+                raise ValueError("prefix works with greedy decoding and sampling, not beam search")
             k = max(num_beams or num_return_sequences, num_return_sequences)
             return self._beam(memory, k, num_return_sequences, max_len)
         n = num_return_sequences if method == "sample" else 1
         seqs, logps, finished = self._decode(memory, max_len, sample=(method == "sample"), temperature=temperature,
-                                             top_p=top_p, seed=seed, group=n, deadline=deadline)
+                                             top_p=top_p, seed=seed, group=n, deadline=deadline, prefix=prefix)
         rows = [(self.language.decode(s), lp) if ok else None
                 for s, lp, ok in zip(seqs.tolist(), logps.tolist(), finished.tolist())]
         return [[r for r in rows[i : i + n] if r is not None] for i in range(0, len(rows), n)]
 
-    def _decode(self, memory, max_len, sample, temperature, top_p, seed, group: int = 1, deadline: float | None = None):
+    def _decode(self, memory, max_len, sample, temperature, top_p, seed, group: int = 1, deadline: float | None = None,
+                prefix=None):
         """Decode ``group`` rows per image: per row its tokens, log-probability, and whether it
-        counts (False only for rows a passing ``deadline`` cut short)."""
+        counts (False only for rows a passing ``deadline`` cut short). ``prefix``: per image, the
+        tokens its rows are forced to start with."""
         B = memory.shape[0] * group  # ``group`` rows (samples) per image, image by image
         dev = memory.device
+        forced = self._forced(prefix, memory.shape[0], group, max_len, dev) if prefix is not None else None
         cons = batched_constraint(self.language, B, dev)
         state = cons.start(B, max_len - 1, dev)
         caches = self._start_cache(memory, group)
@@ -398,6 +409,15 @@ class NativeModel(nn.Module):
                 tok = _sample_top_p(logits / temperature, top_p, gen)
             else:
                 tok = logits.argmax(-1)
+            if forced is not None and pos < forced.shape[1]:
+                f = forced[:, pos]
+                on = f >= 0
+                refused = on & ~allowed.gather(1, f.clamp(min=0)[:, None])[:, 0]
+                if bool(refused.any()):
+                    r = int(refused.nonzero()[0, 0])
+                    name = self.language.tokenizer.id_to_token(int(f[r]))
+                    raise ValueError(f"prefix of image {r // group}: token {name!r} is not allowed at position {pos}")
+                tok = torch.where(on, f, tok)
             done = cons.done(state)
             total += torch.where(done, torch.zeros_like(total), logp.gather(1, tok[:, None])[:, 0])
             out[:, pos] = torch.where(done, torch.full_like(tok, self.pad_id), tok)
@@ -410,6 +430,20 @@ class NativeModel(nn.Module):
         # Rows still open at max_len keep their truncated text, as they always did (a program
         # that does not parse is the model's answer, and metrics count it as one).
         return out, total, torch.ones(B, dtype=torch.bool, device=dev)
+
+    @staticmethod
+    def _forced(prefix, n_images: int, group: int, max_len: int, dev) -> torch.Tensor:
+        """Per decoded row, the prefix token to force at each position (-1: free)."""
+        if len(prefix) != n_images:
+            raise ValueError(f"{len(prefix)} prefixes for {n_images} images")
+        width = max([len(p) for p in prefix] + [1])
+        if width >= max_len - 1:
+            raise ValueError(f"a prefix of {width} tokens leaves no room under max_len {max_len}")
+        forced = torch.full((n_images, width), -1, dtype=torch.long)
+        for i, p in enumerate(prefix):
+            if len(p):
+                forced[i, : len(p)] = torch.as_tensor(list(p), dtype=torch.long)
+        return forced.repeat_interleave(group, 0).to(dev)
 
     def _beam(self, memory, k: int, n_return: int, max_len: int) -> list[list[tuple[str, float]]]:
         B, dev = memory.shape[0], memory.device
