@@ -16,6 +16,7 @@
 # Scoring (sandbox + OCC IoU) runs where CadQuery is:
 #   python benchmarks/cadquery_model.py evaluate --candidates $OUT/cad_candidates.jsonl.gz ...
 # Env overrides: WHL, DATA, TEST, PRESET, BATCH, LR, SAMPLES, SNAP, DEVICE, RUN, LIMIT (test pictures),
+# CAND_BATCH (pictures decoded at once: SAMPLES x CAND_BATCH sequences),
 # TURNED=0 (skip the turned decoding).
 #
 # GEN_BUDGET=S (optional): when $DATA does not exist, first *build* it here with the mesh kernel
@@ -63,7 +64,7 @@ mkdir -p "$OUT/model"
 cp "$RUN"/best/* "$OUT/model/"
 cp "$RUN/log.csv" "$OUT/"   # at most 8 files come back: model/ (2), 2 candidate files, pick.json, log.csv, train.log
 python3 benchmarks/cadquery_model.py candidates --model "$RUN/best" --images "$TEST" --samples "$SAMPLES" \
-  --out "$OUT/cad_candidates.jsonl.gz" --val "$DATA" --device "$DEVICE" \
+  --out "$OUT/cad_candidates.jsonl.gz" --val "$DATA" --device "$DEVICE" ${CAND_BATCH:+--batch "$CAND_BATCH"} \
   ${LIMIT:+--limit "$LIMIT"} || exit 1
 # the same with test-time turning (half the samples from the half-swapped picture, turned back); TURNED=0 skips it
 [ "${TURNED:-1}" = 0 ] || python3 benchmarks/cadquery_model.py candidates --model "$RUN/best" --images "$TEST" --samples "$SAMPLES" \
