@@ -77,6 +77,7 @@ def infer(
     seed: int = typer.Option(0, "--seed", help="Seed for sampling strategies."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use the first N images of each input."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for PyTorch."),
+    workers: int = typer.Option(1, "--workers", min=1, help="CadQuery models: processes for building and refining."),
 ) -> None:
     """Predict the program that draws each image, one JSON object per line.
 
@@ -90,6 +91,15 @@ def infer(
         img2prog infer photos/ --jsonl out.jsonl --render preds/ --gallery gallery.html
 
         img2prog infer csg2d-test --limit 100 --search auto --time-limit 1
+
+    A CadQuery model (``--model native-cadquery``) reads 2×2 multi-view pictures (files,
+    folders, or an .npz with an ``images`` array) and writes CadQuery scripts: ``greedy``;
+    ``best-of-n`` (``--samples``, default 32: the candidate whose own picture agrees best with
+    the input); ``refine`` and ``auto`` (best-of-n, then 12 rounds of refinement). Each line has
+    ``program``, ``agreement`` (its picture vs the input), ``valid`` (built by the CadQuery
+    sandbox when CadQuery is installed, else by the mesh kernel) and ``source``.
+
+        img2prog infer part.png --model native-cadquery --search auto --render preds/
     """
     if search not in SEARCH_CHOICES:
         _error(f"unknown --search {search!r}; choose one of: {', '.join(SEARCH_CHOICES)}")
@@ -102,10 +112,6 @@ def infer(
 
     if threads:
         torch.set_num_threads(threads)
-    inputs, failures = collect_inputs(images, limit)
-    if not inputs:
-        _error("no readable images in the inputs")
-        raise typer.Exit(1 if failures else 2)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         net = NativeModel.from_pretrained(model, device=device)
@@ -113,6 +119,14 @@ def infer(
         _error(f"cannot load model: {e}")
         raise typer.Exit(2)
     lang = get_language(net.config.language)
+    if lang.name == "cadquery":
+        _infer_cadquery(images, net, search, samples, seed, limit, batch_size, workers, jsonl, render_dir, gallery,
+                        model)
+        return
+    inputs, failures = collect_inputs(images, limit)
+    if not inputs:
+        _error("no readable images in the inputs")
+        raise typer.Exit(1 if failures else 2)
     arrays = np.stack([x.image for x in inputs])
 
     t0 = time.perf_counter()
@@ -176,6 +190,92 @@ def infer(
                  for inp, row, arr, err, sr in zip(inputs, rows, renders, errors, report.rows)]
         write_gallery(gallery, items, metrics, title=f"img2prog infer — {model} ({search})",
                       notes=[f"{len(rows)} images; metrics compare each prediction with its input image."])
+        typer.echo(f"gallery: {gallery}", err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+CAD_SEARCH = {"greedy": (0, 0), "best-of-n": (32, 0), "refine": (32, 12), "auto": (32, 12)}
+
+
+def _infer_cadquery(specs, net, search, samples, seed, limit, batch_size, workers, jsonl, render_dir, gallery,
+                    model_name) -> None:
+    """`infer` for a CadQuery model (see img2prog.models.cad_infer)."""
+    from img2prog.models.cad_infer import collect_pictures, predict
+
+    if search not in CAD_SEARCH:
+        _error(f"--search {search} is not available for CadQuery models; choose one of: {', '.join(CAD_SEARCH)}")
+        raise typer.Exit(2)
+    try:
+        import manifold3d  # noqa: F401  (the mesh kernel draws the candidates)
+    except ImportError:
+        _error("CadQuery models need the mesh kernel: pip install 'img2prog[cad]'")
+        raise typer.Exit(2)
+    size = net.config.image_size
+    names, pictures, failures = collect_pictures(specs, size, limit, warn=lambda m: typer.echo(f"warning: {m}", err=True),
+                                                error=_error)
+    if not names:
+        _error("no readable pictures in the inputs")
+        raise typer.Exit(1 if failures else 2)
+    n_samples, rounds = CAD_SEARCH[search]
+    if samples is not None and search != "greedy":
+        n_samples = samples
+    checker = None
+    try:
+        import cadquery  # noqa: F401
+
+        from img2prog.lang.cadquery.sandbox import Executor
+
+        checker = Executor(workers=workers)
+    except ImportError:
+        typer.echo("note: CadQuery is not installed; answers are checked by the mesh kernel only", err=True)
+    t0 = time.perf_counter()
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(names), desc="refine", file=sys.stderr, disable=rounds == 0)
+        preds = predict(net, pictures, samples=n_samples, refine_rounds=rounds, seed=seed, batch=batch_size,
+                        workers=workers, checker=checker, progress=bar.update)
+        bar.close()
+    finally:
+        if checker is not None:
+            checker.close()
+    seconds = time.perf_counter() - t0
+    stream = jsonl.open("w", encoding="utf-8") if jsonl else sys.stdout
+    try:
+        for name, p in zip(names, preds):
+            stream.write(json.dumps({"image": name, **p.to_dict()}) + "\n")
+    finally:
+        if jsonl:
+            stream.close()
+    drawn = None
+    if render_dir or gallery:
+        from img2prog.lang.cadquery.meshkernel import MeshExecutor
+        from img2prog.models.cad_search import render_programs
+
+        drawn = render_programs([p.program for p in preds], MeshExecutor(), size)
+    if render_dir:
+        from PIL import Image
+
+        render_dir.mkdir(parents=True, exist_ok=True)
+        for k, (name, p) in enumerate(zip(names, preds)):
+            pic = drawn.get(p.program)
+            stem = Path(name).stem.replace("[", "_").replace("]", "") or f"{k:05d}"
+            if pic is not None:
+                Image.fromarray(pic).save(render_dir / f"{k:05d}-{stem}.png")
+    valid = float(np.mean([p.valid for p in preds]))
+    agreement = float(np.mean([p.agreement for p in preds]))
+    typer.echo(f"{len(preds)} pictures in {seconds:.2f}s ({search}, {n_samples} samples, {rounds} refinement rounds); "
+               f"valid {valid:.3f}, mean picture agreement {agreement:.3f}", err=True)
+    if gallery:
+        from img2prog.eval.gallery import GalleryItem, write_gallery
+
+        items = [GalleryItem(name, pic, p.program, drawn.get(p.program), None,
+                             {"agreement": round(p.agreement, 4), "valid": p.valid, "source": p.source})
+                 for name, pic, p in zip(names, pictures, preds)]
+        write_gallery(gallery, items, {"valid": valid, "agreement": agreement},
+                      title=f"img2prog infer — {model_name} ({search})",
+                      notes=[f"{len(preds)} pictures; agreement compares each answer's picture with its input."])
         typer.echo(f"gallery: {gallery}", err=True)
     if failures:
         raise typer.Exit(1)
