@@ -174,26 +174,12 @@ def _refined(choices, candidates, target_programs, target_images, executor, cham
              n_donors, progress, verdicts) -> tuple[dict, object, list[float]]:
     """The refined rows' metrics, their score report and each final program's picture agreement."""
     from img2prog.lang.cadquery.metrics import score
-    from img2prog.models.cad_refine import last_that_builds, refine_many
+    from img2prog.models.cad_refine import last_that_builds, refine_choices
 
-    # per row: the choice, then its next best-agreeing distinct candidates that were drawn
-    starts, pools = [], []
-    for c, row in zip(choices, candidates):
-        ranked = sorted(range(len(row)), key=lambda i: -c.scores[i])
-        texts = list(dict.fromkeys([c.program] + [row[i].program for i in ranked if np.isfinite(c.scores[i])]))
-        starts.append(texts[:top])
-        pools.append(texts[:n_donors])
-    flat = [(i, t) for i, texts in enumerate(starts) for t in texts]
-    # each start's donors: the row's other best-agreeing candidates
-    donors = [[d for d in pools[i] if d != t] for i, t in flat]
     t0 = time.perf_counter()
-    results = refine_many(np.asarray(target_images)[[i for i, _ in flat]], [t for _, t in flat], rounds=rounds,
-                          workers=workers, progress=progress, donors=donors)
+    best = refine_choices(target_images, choices, candidates, rounds=rounds, top=top, n_donors=n_donors,
+                          workers=workers, progress=progress)
     seconds = time.perf_counter() - t0
-    best: dict = {}  # row → its refined result that agrees best with the picture
-    for (i, _), r in zip(flat, results):  # the first start (the choice) wins ties
-        if i not in best or r.score > best[i].score:
-            best[i] = r
     refined = [best[i] for i in range(len(choices))]
     # each row's last refinement step that the sandbox builds; a row that steps all the way back
     # keeps its (sandbox-checked) choice, whichever candidate the refinement started from

@@ -133,7 +133,7 @@ def predict(model, pictures: np.ndarray, samples: int = 0, refine_rounds: int = 
     mesh kernel only. ``top``/``donors``: how many best-agreeing candidates refinement starts
     from / takes whole steps from. ``progress``: called after each refined start."""
     from img2prog.lang.cadquery.meshkernel import MeshExecutor
-    from img2prog.models.cad_refine import last_that_builds, refine_many
+    from img2prog.models.cad_refine import last_that_builds, refine_choices
     from img2prog.models.cad_search import best_of_n, generate_candidates, render_programs
 
     pictures = np.asarray(pictures)
@@ -158,22 +158,8 @@ def predict(model, pictures: np.ndarray, samples: int = 0, refine_rounds: int = 
         out.append(CadPrediction(c.program, float(c.score) if ok else 0.0, ok, cand.logprob, cand.source, c.built))
     if refine_rounds <= 0:
         return out
-    starts, pools = [], []
-    for c, row in zip(choices, cands):
-        ranked = sorted(range(len(row)), key=lambda i: -c.scores[i])
-        texts = list(dict.fromkeys([c.program] + [row[i].program for i in ranked if np.isfinite(c.scores[i])]))
-        starts.append(texts[:top])
-        pools.append(texts[:donors])
-    flat = [(i, t) for i, texts in enumerate(starts) for t in texts if out[i].valid]
-    if not flat:
-        return out
-    results = refine_many(pictures[[i for i, _ in flat]], [t for _, t in flat], rounds=refine_rounds,
-                          workers=workers, progress=progress,
-                          donors=[[d for d in pools[i] if d != t] for i, t in flat])
-    best: dict = {}
-    for (i, _), r in zip(flat, results):  # the first start (the choice) wins ties
-        if i not in best or r.score > best[i].score:
-            best[i] = r
+    best = refine_choices(pictures, choices, cands, rounds=refine_rounds, top=top, n_donors=donors,
+                          workers=workers, progress=progress, rows=[i for i, p in enumerate(out) if p.valid])
     rows = sorted(best)
     refined = [best[i] for i in rows]
     ends = last_that_builds(refined, checker, verdicts) if checker is not None else [r.program for r in refined]

@@ -233,6 +233,32 @@ def refine_many(targets: np.ndarray, programs: Sequence[str], size: int | None =
     return out
 
 
+def refine_choices(targets: np.ndarray, choices, candidates, rounds: int = 12, top: int = 1, n_donors: int = 8,
+                   workers: int = 1, progress=None, rows: Sequence[int] | None = None) -> dict[int, Refined]:
+    """Refine best-of-N choices (:func:`~img2prog.models.cad_search.best_of_n`): per row, its
+    choice and its next ``top - 1`` best-agreeing distinct drawn candidates are refined, each
+    with the row's other ``n_donors`` best-agreeing candidates as donors, and the result that
+    agrees best with the picture is kept (the choice wins ties). ``rows``: which rows (default
+    all). Returns row → :class:`Refined`."""
+    rows = range(len(choices)) if rows is None else rows
+    flat, donors = [], []
+    for i in rows:
+        c, row = choices[i], candidates[i]
+        ranked = sorted(range(len(row)), key=lambda k: -c.scores[k])
+        texts = list(dict.fromkeys([c.program] + [row[k].program for k in ranked if np.isfinite(c.scores[k])]))
+        for t in texts[:top]:
+            flat.append((i, t))
+            donors.append([d for d in texts[:n_donors] if d != t])
+    targets = np.asarray(targets)
+    results = refine_many(targets[[i for i, _ in flat]], [t for _, t in flat], rounds=rounds, workers=workers,
+                          progress=progress, donors=donors) if flat else []
+    best: dict[int, Refined] = {}
+    for (i, _), r in zip(flat, results):  # the first start (the choice) wins ties
+        if i not in best or r.score > best[i].score:
+            best[i] = r
+    return best
+
+
 def last_that_builds(results: Sequence[Refined], executor, verdicts: dict[str, bool] | None = None) -> list[str]:
     """Per result, the last program of its ``path`` that ``executor`` (e.g. the sandbox)
     builds — its refined program when that builds — or the start program if none does.
