@@ -142,7 +142,11 @@ def cmd_evaluate(a) -> dict:
 
     cands = merge_candidates(*(read_candidates(f) for f in a.candidates))
     images = _images(a.images)[: len(cands)]
-    targets = testset_programs(a.testset)[: len(cands)]
+    if a.testset.endswith(".jsonl"):  # programs of another set, e.g. `fresh` below
+        with open(a.testset) as f:
+            targets = [json.loads(line)["program"] for line in f if line.strip()][: len(cands)]
+    else:
+        targets = testset_programs(a.testset)[: len(cands)]
     ns = tuple(int(x) for x in a.ns.split(",") if x)
     t0 = time.perf_counter()
     with Executor(workers=a.workers) as ex:
@@ -167,6 +171,37 @@ def cmd_evaluate(a) -> dict:
         write_jsonl(a.predictions, rows)
         res["predictions"] = a.predictions
     return res
+
+
+def cmd_fresh(a) -> dict:
+    """Held-out parts the test set's numbers can be checked against: the generator's default
+    recipe with another seed, through the sandbox (OCC, finishes included, as ``cadquery-test``),
+    with every standard test part barred by text and fingerprint. The training data (mesh kernel,
+    seed 0 streams) may still contain some of them: this measures how representative
+    ``cadquery-test`` is, not novelty."""
+    from img2prog.lang.cadquery.generator import GeneratorConfig, PartGenerator
+    from img2prog.lang.cadquery.render import render_mesh
+    from img2prog.lang.cadquery.sandbox import Executor
+    from img2prog.lang.cadquery.testsets import RECIPES, standard_bar
+
+    if a.seed in {r.seed for r in RECIPES.values()}:
+        raise SystemExit(f"error: seed {a.seed} makes a standard test set; pick another")
+    t0 = time.perf_counter()
+    with Executor(workers=a.workers) as ex:
+        parts = PartGenerator(ex, GeneratorConfig(), seed=a.seed, bar=standard_bar()).generate(a.n)
+        programs = [p.text for p in parts]
+        results = ex.run_many(programs, mesh=True)
+    images = np.stack([render_mesh(r.solid.mesh, a.image_size)[..., 0] for r in results if r.ok])
+    if len(images) != len(programs):
+        raise SystemExit("error: a generated part did not build a second time")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, images=images)
+    with out.with_suffix(".jsonl").open("w") as fh:
+        for i, p in enumerate(programs):
+            fh.write(json.dumps({"id": i, "program": p}) + "\n")
+    return {"n": len(programs), "seed": a.seed, "images": str(out), "programs": str(out.with_suffix(".jsonl")),
+            "seconds": time.perf_counter() - t0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,12 +233,20 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--out", required=True)
     k.add_argument("--limit", type=int, default=1000)
     k.add_argument("--device", default=None)
+    f = sub.add_parser("fresh", help="a new procedural set (another generator seed, test parts barred): "
+                                     "pictures (.npz) and programs (.jsonl) for evaluate --images/--testset")
+    f.add_argument("--out", required=True, help="the .npz to write (the .jsonl goes beside it)")
+    f.add_argument("--n", type=int, default=100)
+    f.add_argument("--seed", type=int, default=4242)
+    f.add_argument("--image-size", type=int, default=128)
+    f.add_argument("--workers", type=int, default=2)
     e = sub.add_parser("evaluate")
     e.add_argument("--candidates", required=True, nargs="+",
                    help="candidates JSONL file(s); several files for the same pictures are joined row by row "
                         "(the first file's row, then the others' samples)")
     e.add_argument("--images", required=True)
-    e.add_argument("--testset", default="cadquery-test")
+    e.add_argument("--testset", default="cadquery-test",
+                   help="named test set, or a JSONL of target programs (`fresh` writes one beside its pictures)")
     e.add_argument("--ns", default="4,8,16")
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--pictures", choices=("occ", "mesh"), default="occ",
@@ -224,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                         "picture agreement to this JSONL file (.gz: compressed)")
     e.add_argument("--json", default=None)
     a = ap.parse_args(argv)
-    res = {"candidates": cmd_candidates, "pick": cmd_pick, "evaluate": cmd_evaluate}[a.cmd](a)
+    res = {"candidates": cmd_candidates, "pick": cmd_pick, "evaluate": cmd_evaluate, "fresh": cmd_fresh}[a.cmd](a)
     text = json.dumps(res, indent=1)
     if getattr(a, "json", None):
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
