@@ -152,3 +152,37 @@ def test_infer_cli_with_a_cadquery_model(tmp_path, pictures):
     none = CliRunner().invoke(app, ["infer", str(tmp_path / "nothing.png"), "--model", "native-cadquery",
                                     "--device", "cpu"])
     assert none.exit_code == 1 and "no such file" in none.output
+
+
+class _OnlyThese:
+    """A checker that builds only the given scripts (stands in for a sandbox refusing the rest)."""
+
+    def __init__(self, allowed):
+        self.allowed = set(allowed)
+
+    def run_many(self, programs, mesh=False):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(ok=p in self.allowed) for p in programs]
+
+
+def test_predict_answers_only_what_the_checker_builds(model, pictures, monkeypatch):
+    from img2prog.models import cad_refine
+
+    greedy = [p.program for p in predict(model, pictures)]
+    loose = predict(model, pictures, samples=6, seed=1)
+    refused = [b.program for b in loose]
+    # the samples' best choice agrees better than greedy for some picture: the checker refuses it
+    assert any(r != g for r, g in zip(refused, greedy))
+    # Refinement from the top K starts from such refused candidates too. Make every row's winner
+    # one that started from the refused best sample and whose every step is refused as well:
+    # stepping all the way back must end on the checked choice, not on that refused start.
+    def from_refused_start(targets, choices, candidates, rows=None, **kw):
+        return {i: cad_refine.Refined(refused[i] + "#step", 1.0, 0.99, 1, 2, (refused[i], refused[i] + "#step"),
+                                      (0.99, 1.0)) for i in (rows if rows is not None else range(len(choices)))}
+
+    monkeypatch.setattr(cad_refine, "refine_choices", from_refused_start)
+    strict = predict(model, pictures, samples=6, seed=1, refine_rounds=2, top=3, donors=4,
+                     checker=_OnlyThese(greedy))
+    assert [p.program for p in strict] == greedy
+    assert all(p.valid and p.source == "greedy" for p in strict)

@@ -174,17 +174,14 @@ def _refined(choices, candidates, target_programs, target_images, executor, cham
              n_donors, progress, verdicts) -> tuple[dict, object, list[float]]:
     """The refined rows' metrics, their score report and each final program's picture agreement."""
     from img2prog.lang.cadquery.metrics import score
-    from img2prog.models.cad_refine import last_that_builds, refine_choices
+    from img2prog.models.cad_refine import refine_choices, settled_programs
 
     t0 = time.perf_counter()
     best = refine_choices(target_images, choices, candidates, rounds=rounds, top=top, n_donors=n_donors,
                           workers=workers, progress=progress)
     seconds = time.perf_counter() - t0
     refined = [best[i] for i in range(len(choices))]
-    # each row's last refinement step that the sandbox builds; a row that steps all the way back
-    # keeps its (sandbox-checked) choice, whichever candidate the refinement started from
-    programs = [c.program if p == r.path[0] else p
-                for p, r, c in zip(last_that_builds(refined, executor, verdicts), refined, choices)]
+    programs = settled_programs(refined, [c.program for c in choices], executor, verdicts)
     rep = score(programs, target_programs, executor, chamfer_points=chamfer_points)
     # the agreement of the program each row ends with (a step back ends on an earlier step's)
     agreements = [r.path_scores[r.path.index(p)] if p in r.path else c.score

@@ -8,7 +8,8 @@ Three stages, each optional after the first, all composed from the search pieces
    picture agrees best with the input (:func:`cad_search.best_of_n`); with a sandbox ``checker``
    (CadQuery installed) the choice must also build there, else the row's next best is taken;
 3. refine: greedy search over the chosen program's numbers and structure against the input
-   picture (:func:`cad_refine.refine_many`), stepping back to the last step the checker builds.
+   picture (:func:`cad_refine.refine_choices`), stepping back to the last step the checker builds
+   (:func:`cad_refine.settled_programs`).
 
 The input is the model's own kind of picture: the 2×2 multi-view rendering that
 ``img2prog render --lang cadquery`` writes. Any size is accepted (it is resized to the model's
@@ -133,7 +134,7 @@ def predict(model, pictures: np.ndarray, samples: int = 0, refine_rounds: int = 
     mesh kernel only. ``top``/``donors``: how many best-agreeing candidates refinement starts
     from / takes whole steps from. ``progress``: called after each refined start."""
     from img2prog.lang.cadquery.meshkernel import MeshExecutor
-    from img2prog.models.cad_refine import last_that_builds, refine_choices
+    from img2prog.models.cad_refine import refine_choices, settled_programs
     from img2prog.models.cad_search import best_of_n, generate_candidates, render_programs
 
     pictures = np.asarray(pictures)
@@ -162,9 +163,8 @@ def predict(model, pictures: np.ndarray, samples: int = 0, refine_rounds: int = 
                           workers=workers, progress=progress, rows=[i for i, p in enumerate(out) if p.valid])
     rows = sorted(best)
     refined = [best[i] for i in rows]
-    ends = last_that_builds(refined, checker, verdicts) if checker is not None else [r.program for r in refined]
-    for i, r, p in zip(rows, refined, ends):
-        if p == out[i].program or p not in r.path:
+    for i, r, p in zip(rows, refined, settled_programs(refined, [out[i].program for i in rows], checker, verdicts)):
+        if p == out[i].program:
             continue
         score = r.path_scores[r.path.index(p)]
         if score > out[i].agreement:

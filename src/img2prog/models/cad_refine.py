@@ -274,3 +274,14 @@ def last_that_builds(results: Sequence[Refined], executor, verdicts: dict[str, b
         path = results[i].path
         out[i] = next((t for t in reversed(path[1:-1]) if verdicts[t]), path[0])
     return out
+
+
+def settled_programs(refined: Sequence[Refined], chosen: Sequence[str], executor=None,
+                     verdicts: dict[str, bool] | None = None) -> list[str]:
+    """Per refined row, the program it ends with: the last step of its path that ``executor``
+    (e.g. the sandbox) builds (:func:`last_that_builds`; without an executor, the refined
+    program), or — when that is the path's start — the row's ``chosen`` program. The start may
+    be another candidate than the choice (refinement from the top K), one the executor never
+    checked or refused, so stepping all the way back keeps the checked choice."""
+    ends = last_that_builds(refined, executor, verdicts) if executor is not None else [r.program for r in refined]
+    return [c if p == r.path[0] else p for p, r, c in zip(ends, refined, chosen)]
