@@ -179,8 +179,8 @@ def cmd_fresh(a) -> dict:
     with every standard test part barred by text and fingerprint. The training data (mesh kernel,
     seed 0 streams) may still contain some of them: this measures how representative
     ``cadquery-test`` is, not novelty."""
+    from img2prog.data.cad_dataset import write_pictures
     from img2prog.lang.cadquery.generator import GeneratorConfig, PartGenerator
-    from img2prog.lang.cadquery.render import render_mesh
     from img2prog.lang.cadquery.sandbox import Executor
     from img2prog.lang.cadquery.testsets import RECIPES, standard_bar
 
@@ -188,19 +188,9 @@ def cmd_fresh(a) -> dict:
         raise SystemExit(f"error: seed {a.seed} makes a standard test set; pick another")
     t0 = time.perf_counter()
     with Executor(workers=a.workers) as ex:
-        parts = PartGenerator(ex, GeneratorConfig(), seed=a.seed, bar=standard_bar()).generate(a.n)
-        programs = [p.text for p in parts]
-        results = ex.run_many(programs, mesh=True)
-    images = np.stack([render_mesh(r.solid.mesh, a.image_size)[..., 0] for r in results if r.ok])
-    if len(images) != len(programs):
-        raise SystemExit("error: a generated part did not build a second time")
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, images=images)
-    with out.with_suffix(".jsonl").open("w") as fh:
-        for i, p in enumerate(programs):
-            fh.write(json.dumps({"id": i, "program": p}) + "\n")
-    return {"n": len(programs), "seed": a.seed, "images": str(out), "programs": str(out.with_suffix(".jsonl")),
+        programs = [p.text for p in PartGenerator(ex, GeneratorConfig(), seed=a.seed, bar=standard_bar()).generate(a.n)]
+    res = write_pictures(a.out, programs, a.image_size, a.workers, what=f"fresh set (seed {a.seed})")
+    return {**res, "seed": a.seed, "images": a.out, "programs": str(Path(a.out).with_suffix(".jsonl")),
             "seconds": time.perf_counter() - t0}
 
 

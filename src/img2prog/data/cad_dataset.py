@@ -431,16 +431,23 @@ def pack(folder: str | Path, out: str | Path, val: int = 200, max_len: int = 256
 
 def render_testset(out: str | Path, name: str = "cadquery-test", image_size: int = 128, workers: int = 1) -> dict:
     """Render a named test set at ``image_size`` into ``out`` (.npz: ``images``; .jsonl: programs)."""
-    from img2prog.lang.cadquery.render import render_mesh
-    from img2prog.lang.cadquery.sandbox import Executor
     from img2prog.lang.cadquery.testsets import testset_programs
 
-    programs = testset_programs(name)
+    return {"name": name, **write_pictures(out, testset_programs(name), image_size, workers, what=name)}
+
+
+def write_pictures(out: str | Path, programs: list[str], image_size: int = 128, workers: int = 1,
+                   what: str = "programs") -> dict:
+    """Build ``programs`` in the sandbox and write their pictures to ``out`` (.npz: ``images``)
+    and the programs beside it (.jsonl: ``id``, ``program``), the layout ``evaluate`` reads."""
+    from img2prog.lang.cadquery.render import render_mesh
+    from img2prog.lang.cadquery.sandbox import Executor
+
     with Executor(workers=workers) as ex:
         results = ex.run_many(programs, mesh=True)
     bad = [i for i, r in enumerate(results) if not r.ok]
     if bad:
-        raise RuntimeError(f"{name}: programs {bad[:5]} did not build")
+        raise RuntimeError(f"{what}: programs {bad[:5]} did not build")
     images = np.stack([render_mesh(r.solid.mesh, image_size)[..., 0] for r in results])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -448,7 +455,7 @@ def render_testset(out: str | Path, name: str = "cadquery-test", image_size: int
     with out.with_suffix(".jsonl").open("w") as f:
         for i, p in enumerate(programs):
             f.write(json.dumps({"id": i, "program": p}) + "\n")
-    return {"name": name, "n": len(programs), "bytes": out.stat().st_size}
+    return {"n": len(programs), "bytes": out.stat().st_size}
 
 
 # ---- CLI -------------------------------------------------------------------------------------
